@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Set up rhlens from a fresh checkout: a project-local Python environment with libtorch (the PyPI
+# torch 2.11.0 wheel, which runs on CPU-only machines and on CUDA GPUs) and the pinned reference
+# stack, then the release build. Safe to run again: it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.11.0
+TRANSFORMERS_VERSION=5.17.0
+
+need_apt=()
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing system packages: ${need_apt[*]}"
+  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo (Rust) is required; install it from your system's packages or rustup" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python - "$TORCH_VERSION" "$TRANSFORMERS_VERSION" <<'PY' >/dev/null 2>&1
+import sys, torch, transformers, PIL, safetensors, numpy, scipy
+assert torch.__version__.split("+")[0] == sys.argv[1], torch.__version__
+assert transformers.__version__ == sys.argv[2], transformers.__version__
+PY
+then
+  echo "setup: installing torch==$TORCH_VERSION and the reference stack into .venv (a few GB, about a minute)"
+  .venv/bin/pip install --quiet --disable-pip-version-check \
+    "torch==$TORCH_VERSION" "transformers==$TRANSFORMERS_VERSION" pillow safetensors numpy scipy
+fi
+
+export LIBTORCH_USE_PYTORCH=1
+export VIRTUAL_ENV="$PWD/.venv"
+export PATH="$VIRTUAL_ENV/bin:$PATH"
+echo "setup: building rhlens (release)"
+cargo build --release --quiet
+echo "setup: done: $(./target/release/rhlens --version)"

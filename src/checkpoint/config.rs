@@ -1,0 +1,660 @@
+//! `config.json` (+ `generation_config.json`) of a Qwen2.5-VL checkpoint.
+//!
+//! Two layouts exist in the wild and both are read:
+//! * the flat Hub layout: text fields at the top level, `rope_scaling {"type": "mrope",
+//!   "mrope_section": [..]}`, `rope_theta` at the top level, and a `vision_config` object;
+//! * the nested transformers-5 layout: a `text_config` object with `rope_parameters {rope_type,
+//!   rope_theta, mrope_section}`, a `vision_config` object, token ids at the top level (or in
+//!   `text_config`).
+//!
+//! Defaults for omitted fields follow transformers' `Qwen2_5_VLConfig` (5.17): for example
+//! `num_key_value_heads` 8 (or `num_attention_heads` when explicitly null), `rms_norm_eps` 1e-5,
+//! `rope_theta` 1e6, `mrope_section` [16, 24, 24], and the vision defaults of
+//! `Qwen2_5_VLVisionConfig`. The sizes that define the text model's weights (`hidden_size`,
+//! `num_hidden_layers`, `num_attention_heads`, `intermediate_size`, `vocab_size`) are required:
+//! defaulting them to a 72B-sized model would only produce confusing shape errors later.
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::error::{ensure_dir, read_json, CheckpointError, Result};
+
+/// `model_type` values this loader accepts.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["qwen2_5_vl"];
+
+/// The Qwen2 text decoder.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TextConfig {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    /// Per-head size: the explicit `head_dim` field if present, else `hidden_size / num_attention_heads`.
+    pub head_dim: usize,
+    pub intermediate_size: usize,
+    /// Rows of the embedding matrix (may exceed the tokenizer's vocabulary).
+    pub vocab_size: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    /// M-RoPE split of `head_dim / 2` rotary frequencies into (temporal, height, width).
+    pub mrope_section: Vec<usize>,
+    pub tie_word_embeddings: bool,
+    pub max_position_embeddings: usize,
+    pub hidden_act: String,
+}
+
+impl TextConfig {
+    /// Query heads per key/value head.
+    pub fn num_kv_groups(&self) -> usize {
+        self.num_attention_heads / self.num_key_value_heads
+    }
+    /// Output width of `k_proj` / `v_proj`.
+    pub fn kv_dim(&self) -> usize {
+        self.num_key_value_heads * self.head_dim
+    }
+}
+
+/// The vision tower (`visual.*`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VisionConfig {
+    pub depth: usize,
+    pub hidden_size: usize,
+    pub num_heads: usize,
+    pub intermediate_size: usize,
+    pub patch_size: usize,
+    pub temporal_patch_size: usize,
+    pub spatial_merge_size: usize,
+    pub window_size: usize,
+    /// Blocks that attend over the whole image instead of within windows.
+    pub fullatt_block_indexes: Vec<usize>,
+    pub out_hidden_size: usize,
+    pub in_channels: usize,
+    pub tokens_per_second: usize,
+    pub hidden_act: String,
+}
+
+impl VisionConfig {
+    /// Per-head size of the vision attention.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_heads
+    }
+    /// Length of one flattened patch: `in_channels * temporal_patch_size * patch_size²`.
+    pub fn patch_dim(&self) -> usize {
+        self.in_channels * self.temporal_patch_size * self.patch_size * self.patch_size
+    }
+    /// Patches merged into one language-model token (`spatial_merge_size²`).
+    pub fn merge_unit(&self) -> usize {
+        self.spatial_merge_size * self.spatial_merge_size
+    }
+}
+
+/// Everything rhlens needs from `config.json` and `generation_config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelConfig {
+    pub model_type: String,
+    pub text: TextConfig,
+    pub vision: VisionConfig,
+    pub image_token_id: i64,
+    pub video_token_id: i64,
+    pub vision_start_token_id: i64,
+    pub vision_end_token_id: i64,
+    /// Stop ids: `generation_config.json`'s `eos_token_id` if present, else config.json's.
+    pub eos_token_ids: Vec<i64>,
+    pub pad_token_id: Option<i64>,
+    /// The checkpoint declares random (untrained) weights (`"rhlens_random_weights": true`).
+    pub random_weights: bool,
+    /// The dtype the checkpoint was saved in (`torch_dtype` / `dtype`), e.g. "bfloat16".
+    pub torch_dtype: Option<String>,
+}
+
+impl ModelConfig {
+    /// Read `config.json` (and `generation_config.json` when present) from a checkpoint directory.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<ModelConfig> {
+        let dir = dir.as_ref();
+        ensure_dir(dir)?;
+        let path = dir.join("config.json");
+        let config = read_json(
+            &path,
+            "every Hugging Face checkpoint directory has one; is this the right directory?",
+        )?;
+        let gen_path = dir.join("generation_config.json");
+        let generation = if gen_path.is_file() {
+            Some(read_json(&gen_path, "")?)
+        } else {
+            None
+        };
+        parse(&config, generation.as_ref(), &path, &gen_path)
+    }
+
+    /// Parse config.json text (and optionally generation_config.json text); for tests and tools.
+    pub fn from_json_str(config: &str, generation_config: Option<&str>) -> Result<ModelConfig> {
+        let path = Path::new("config.json");
+        let gen_path = Path::new("generation_config.json");
+        let config: Value = serde_json::from_str(config).map_err(|source| CheckpointError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let generation = match generation_config {
+            Some(text) => Some(serde_json::from_str::<Value>(text).map_err(|source| {
+                CheckpointError::Json {
+                    path: gen_path.to_path_buf(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        parse(&config, generation.as_ref(), path, gen_path)
+    }
+}
+
+/// A JSON object plus the dotted prefix used to name its fields in error messages.
+#[derive(Clone, Copy)]
+struct Obj<'a> {
+    map: &'a Map<String, Value>,
+    prefix: &'a str,
+}
+
+/// Field-level problem, turned into a [`CheckpointError::Config`] by the caller.
+type FieldResult<T> = std::result::Result<T, String>;
+
+impl<'a> Obj<'a> {
+    fn name(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    /// The value of `key`, treating an explicit JSON null like an absent key.
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn usize_opt(&self, key: &str) -> FieldResult<Option<usize>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => as_usize(v)
+                .map(Some)
+                .ok_or_else(|| format!("`{}` must be a non-negative integer, found {v}", self.name(key))),
+        }
+    }
+
+    fn usize_req(&self, key: &str) -> FieldResult<usize> {
+        self.usize_opt(key)?
+            .ok_or_else(|| format!("missing field `{}`", self.name(key)))
+    }
+
+    fn usize_or(&self, key: &str, default: usize) -> FieldResult<usize> {
+        Ok(self.usize_opt(key)?.unwrap_or(default))
+    }
+
+    fn i64_opt(&self, key: &str) -> FieldResult<Option<i64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => as_i64(v)
+                .map(Some)
+                .ok_or_else(|| format!("`{}` must be an integer, found {v}", self.name(key))),
+        }
+    }
+
+    fn f64_opt(&self, key: &str) -> FieldResult<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| format!("`{}` must be a number, found {v}", self.name(key))),
+        }
+    }
+
+    fn bool_opt(&self, key: &str) -> FieldResult<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| format!("`{}` must be true or false, found {v}", self.name(key))),
+        }
+    }
+
+    fn str_opt(&self, key: &str) -> FieldResult<Option<&'a str>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| format!("`{}` must be a string, found {v}", self.name(key))),
+        }
+    }
+
+    fn usize_list_opt(&self, key: &str) -> FieldResult<Option<Vec<usize>>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(as_usize)
+                .collect::<Option<Vec<_>>>()
+                .map(Some)
+                .ok_or_else(|| {
+                    format!("`{}` must be a list of non-negative integers", self.name(key))
+                }),
+            Some(v) => Err(format!("`{}` must be a list, found {v}", self.name(key))),
+        }
+    }
+
+    fn map_opt(&self, key: &str) -> FieldResult<Option<&'a Map<String, Value>>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(map)),
+            Some(v) => Err(format!("`{}` must be an object, found {v}", self.name(key))),
+        }
+    }
+}
+
+fn as_usize(v: &Value) -> Option<usize> {
+    if let Some(u) = v.as_u64() {
+        return usize::try_from(u).ok();
+    }
+    // Some tools write integral values as floats (e.g. 1280.0).
+    let f = v.as_f64()?;
+    (f >= 0.0 && f.fract() == 0.0 && f <= u32::MAX as f64).then_some(f as usize)
+}
+
+fn as_i64(v: &Value) -> Option<i64> {
+    if let Some(i) = v.as_i64() {
+        return Some(i);
+    }
+    let f = v.as_f64()?;
+    (f.fract() == 0.0 && f.abs() <= i32::MAX as f64).then_some(f as i64)
+}
+
+/// `patch_size` may be written as an int or (rarely) as a list of equal ints.
+fn usize_or_square(obj: Obj<'_>, key: &str, default: usize) -> FieldResult<usize> {
+    match obj.get(key) {
+        None => Ok(default),
+        Some(Value::Array(items)) => {
+            let vals: Option<Vec<usize>> = items.iter().map(as_usize).collect();
+            match vals.as_deref() {
+                Some([first, rest @ ..]) if rest.iter().all(|x| x == first) => Ok(*first),
+                _ => Err(format!(
+                    "`{}` must be an integer (non-square sizes are not supported)",
+                    obj.name(key)
+                )),
+            }
+        }
+        Some(_) => obj.usize_req(key),
+    }
+}
+
+/// eos_token_id: an int or a list of ints.
+fn id_list(v: &Value, name: &str) -> FieldResult<Vec<i64>> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .map(as_i64)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| format!("`{name}` must be an integer or a list of integers")),
+        other => as_i64(other)
+            .map(|i| vec![i])
+            .ok_or_else(|| format!("`{name}` must be an integer or a list of integers, found {other}")),
+    }
+}
+
+fn parse(
+    config: &Value,
+    generation: Option<&Value>,
+    path: &Path,
+    gen_path: &Path,
+) -> Result<ModelConfig> {
+    let err = |msg: String| CheckpointError::Config {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let root_map = config
+        .as_object()
+        .ok_or_else(|| err("must be a JSON object".into()))?;
+    let root = Obj {
+        map: root_map,
+        prefix: "",
+    };
+
+    let model_type = root
+        .str_opt("model_type")
+        .map_err(err)?
+        .ok_or_else(|| err("missing field `model_type` (expected \"qwen2_5_vl\")".into()))?;
+    if !SUPPORTED_MODEL_TYPES.contains(&model_type) {
+        return Err(err(format!(
+            "unsupported model_type `{model_type}`; rhlens supports: {}",
+            SUPPORTED_MODEL_TYPES.join(", ")
+        )));
+    }
+
+    // Nested layout: text fields live in `text_config`; flat layout: at the top level.
+    let text_obj = match root.map_opt("text_config").map_err(err)? {
+        Some(map) => Obj {
+            map,
+            prefix: "text_config.",
+        },
+        None => root,
+    };
+    let nested = !std::ptr::eq(text_obj.map, root.map);
+
+    let text = parse_text(text_obj).map_err(err)?;
+
+    let vision_obj = match root.map_opt("vision_config").map_err(err)? {
+        Some(map) => Obj {
+            map,
+            prefix: "vision_config.",
+        },
+        None => return Err(err("missing field `vision_config`".into())),
+    };
+    let vision = parse_vision(vision_obj).map_err(err)?;
+    if vision.out_hidden_size != text.hidden_size {
+        return Err(err(format!(
+            "`vision_config.out_hidden_size` ({}) must equal the text hidden size ({}): image \
+             features are written into the text embeddings",
+            vision.out_hidden_size, text.hidden_size
+        )));
+    }
+
+    // Token ids: top level first (where transformers keeps them), then text_config, then the
+    // class defaults.
+    let token_id = |key: &str, default: i64| -> FieldResult<i64> {
+        if let Some(v) = root.i64_opt(key)? {
+            return Ok(v);
+        }
+        Ok(text_obj.i64_opt(key)?.unwrap_or(default))
+    };
+    let image_token_id = token_id("image_token_id", 151655).map_err(err)?;
+    let video_token_id = token_id("video_token_id", 151656).map_err(err)?;
+    let vision_start_token_id = token_id("vision_start_token_id", 151652).map_err(err)?;
+    let vision_end_token_id = token_id("vision_end_token_id", 151653).map_err(err)?;
+
+    let config_eos = match root.get("eos_token_id").or_else(|| text_obj.get("eos_token_id")) {
+        Some(v) => id_list(v, "eos_token_id").map_err(err)?,
+        None => vec![151645],
+    };
+    let config_pad = match root.i64_opt("pad_token_id").map_err(err)? {
+        Some(p) => Some(p),
+        None => text_obj.i64_opt("pad_token_id").map_err(err)?,
+    };
+
+    let (mut eos_token_ids, mut pad_token_id) = (config_eos, config_pad);
+    if let Some(gen) = generation {
+        let gen_err = |msg: String| CheckpointError::Config {
+            path: gen_path.to_path_buf(),
+            msg,
+        };
+        let gen_map = gen
+            .as_object()
+            .ok_or_else(|| gen_err("must be a JSON object".into()))?;
+        let gen_obj = Obj {
+            map: gen_map,
+            prefix: "",
+        };
+        if let Some(v) = gen_obj.get("eos_token_id") {
+            eos_token_ids = id_list(v, "eos_token_id").map_err(gen_err)?;
+        }
+        if let Some(p) = gen_obj.i64_opt("pad_token_id").map_err(gen_err)? {
+            pad_token_id = Some(p);
+        }
+    }
+
+    let random_weights = root
+        .bool_opt("rhlens_random_weights")
+        .map_err(err)?
+        .unwrap_or(false);
+    let torch_dtype = [root, text_obj]
+        .iter()
+        .flat_map(|o| ["torch_dtype", "dtype"].map(|k| o.str_opt(k)))
+        .collect::<FieldResult<Vec<_>>>()
+        .map_err(err)?
+        .into_iter()
+        .flatten()
+        .next()
+        .map(str::to_string);
+
+    // transformers keeps `tie_word_embeddings` on the outer config (default false); pre-v5
+    // nested saves put it in text_config, and a true there wins.
+    let mut text = text;
+    let root_tie = root.bool_opt("tie_word_embeddings").map_err(err)?;
+    let text_tie = if nested {
+        text_obj.bool_opt("tie_word_embeddings").map_err(err)?
+    } else {
+        None
+    };
+    text.tie_word_embeddings = root_tie.unwrap_or(false) || text_tie.unwrap_or(false);
+
+    Ok(ModelConfig {
+        model_type: model_type.to_string(),
+        text,
+        vision,
+        image_token_id,
+        video_token_id,
+        vision_start_token_id,
+        vision_end_token_id,
+        eos_token_ids,
+        pad_token_id,
+        random_weights,
+        torch_dtype,
+    })
+}
+
+fn parse_text(t: Obj<'_>) -> FieldResult<TextConfig> {
+    let hidden_size = t.usize_req("hidden_size")?;
+    let num_hidden_layers = t.usize_req("num_hidden_layers")?;
+    let num_attention_heads = t.usize_req("num_attention_heads")?;
+    let intermediate_size = t.usize_req("intermediate_size")?;
+    let vocab_size = t.usize_req("vocab_size")?;
+    // transformers: absent → 8 (class default); explicit null → num_attention_heads.
+    let num_key_value_heads = match t.map.get("num_key_value_heads") {
+        Some(Value::Null) => num_attention_heads,
+        _ => t.usize_or("num_key_value_heads", 8)?,
+    };
+    for (key, v) in [
+        ("hidden_size", hidden_size),
+        ("num_hidden_layers", num_hidden_layers),
+        ("num_attention_heads", num_attention_heads),
+        ("num_key_value_heads", num_key_value_heads),
+        ("intermediate_size", intermediate_size),
+        ("vocab_size", vocab_size),
+    ] {
+        if v == 0 {
+            return Err(format!("`{}` must be positive", t.name(key)));
+        }
+    }
+    if hidden_size % num_attention_heads != 0 {
+        return Err(format!(
+            "`{}` ({hidden_size}) is not divisible by `{}` ({num_attention_heads})",
+            t.name("hidden_size"),
+            t.name("num_attention_heads")
+        ));
+    }
+    if num_attention_heads % num_key_value_heads != 0 {
+        return Err(format!(
+            "`{}` ({num_attention_heads}) is not a multiple of `{}` ({num_key_value_heads})",
+            t.name("num_attention_heads"),
+            t.name("num_key_value_heads")
+        ));
+    }
+    let implied_head_dim = hidden_size / num_attention_heads;
+    let head_dim = t.usize_or("head_dim", implied_head_dim)?;
+    if head_dim != implied_head_dim {
+        // transformers' Qwen2.5-VL attention always uses hidden_size / num_heads.
+        return Err(format!(
+            "`{}` ({head_dim}) differs from hidden_size / num_attention_heads ({implied_head_dim}); \
+             Qwen2.5-VL requires them to agree",
+            t.name("head_dim")
+        ));
+    }
+
+    // transformers gives `rope_scaling` precedence over `rope_parameters`.
+    let (rope_key, rope_map) = match t.map_opt("rope_scaling")? {
+        Some(m) => ("rope_scaling", Some(m)),
+        None => ("rope_parameters", t.map_opt("rope_parameters")?),
+    };
+    let rope_name = t.name(rope_key);
+    let rope_prefix = format!("{rope_name}.");
+    let mut rope_theta = t.f64_opt("rope_theta")?;
+    let mut mrope_section = None;
+    if let Some(map) = rope_map {
+        let r = Obj {
+            map,
+            prefix: &rope_prefix,
+        };
+        let kind = match r.str_opt("rope_type")? {
+            Some(k) => Some(k),
+            None => r.str_opt("type")?,
+        };
+        if let Some(kind) = kind {
+            if kind != "mrope" && kind != "default" {
+                return Err(format!(
+                    "`{rope_name}` has rope type `{kind}`; rhlens supports only Qwen2.5-VL's \
+                     M-RoPE (`mrope` / `default`)"
+                ));
+            }
+        }
+        if let Some(theta) = r.f64_opt("rope_theta")? {
+            rope_theta = Some(theta);
+        }
+        mrope_section = r.usize_list_opt("mrope_section")?;
+    }
+    let rope_theta = rope_theta.unwrap_or(1_000_000.0);
+    if !(rope_theta.is_finite() && rope_theta > 0.0) {
+        return Err(format!("rope_theta must be a positive number, found {rope_theta}"));
+    }
+    let section_name = match mrope_section {
+        Some(_) => format!("`{rope_prefix}mrope_section`"),
+        None => "the default mrope_section".to_string(),
+    };
+    let mrope_section = mrope_section.unwrap_or_else(|| vec![16, 24, 24]);
+    let section_sum: usize = mrope_section.iter().sum();
+    if mrope_section.len() != 3 || section_sum * 2 != head_dim {
+        return Err(format!(
+            "{section_name} {mrope_section:?} must have 3 entries summing to head_dim / 2 = {} \
+             (head_dim {head_dim}), but they sum to {section_sum}",
+            head_dim / 2
+        ));
+    }
+
+    let rms_norm_eps = t.f64_opt("rms_norm_eps")?.unwrap_or(1e-5);
+    let max_position_embeddings = t.usize_or("max_position_embeddings", 32768)?;
+    let hidden_act = t.str_opt("hidden_act")?.unwrap_or("silu").to_string();
+
+    // Sliding-window layers are not implemented; published Qwen2.5-VL configs disable them.
+    if t.bool_opt("use_sliding_window")?.unwrap_or(false) {
+        let sliding = match t.get("layer_types") {
+            Some(Value::Array(types)) => types.iter().any(|x| x.as_str() == Some("sliding_attention")),
+            _ => t.usize_or("max_window_layers", 80)? < num_hidden_layers,
+        };
+        if sliding {
+            return Err(format!(
+                "`{}` is true and some layers would use sliding-window attention, which rhlens \
+                 does not implement",
+                t.name("use_sliding_window")
+            ));
+        }
+    }
+
+    Ok(TextConfig {
+        hidden_size,
+        num_hidden_layers,
+        num_attention_heads,
+        num_key_value_heads,
+        head_dim,
+        intermediate_size,
+        vocab_size,
+        rms_norm_eps,
+        rope_theta,
+        mrope_section,
+        tie_word_embeddings: false, // set by the caller, which sees both layouts
+        max_position_embeddings,
+        hidden_act,
+    })
+}
+
+fn parse_vision(v: Obj<'_>) -> FieldResult<VisionConfig> {
+    // Defaults: transformers' Qwen2_5_VLVisionConfig.
+    let depth = v.usize_or("depth", 32)?;
+    let hidden_size = v.usize_or("hidden_size", 3584)?;
+    let num_heads = match v.usize_opt("num_heads")? {
+        Some(n) => n,
+        None => v.usize_or("num_attention_heads", 16)?,
+    };
+    let intermediate_size = v.usize_or("intermediate_size", 3420)?;
+    let patch_size = usize_or_square(v, "patch_size", 14)?;
+    let temporal_patch_size = usize_or_square(v, "temporal_patch_size", 2)?;
+    let spatial_merge_size = v.usize_or("spatial_merge_size", 2)?;
+    let window_size = v.usize_or("window_size", 112)?;
+    let fullatt_block_indexes = v
+        .usize_list_opt("fullatt_block_indexes")?
+        .unwrap_or_else(|| vec![7, 15, 23, 31]);
+    let out_hidden_size = v.usize_or("out_hidden_size", 3584)?;
+    // Hub configs write `in_chans`; transformers' field is `in_channels`.
+    let in_channels = match v.usize_opt("in_channels")? {
+        Some(n) => n,
+        None => v.usize_or("in_chans", 3)?,
+    };
+    let tokens_per_second = v.usize_or("tokens_per_second", 4)?;
+    let hidden_act = v.str_opt("hidden_act")?.unwrap_or("silu").to_string();
+
+    for (key, val) in [
+        ("depth", depth),
+        ("hidden_size", hidden_size),
+        ("num_heads", num_heads),
+        ("intermediate_size", intermediate_size),
+        ("patch_size", patch_size),
+        ("temporal_patch_size", temporal_patch_size),
+        ("spatial_merge_size", spatial_merge_size),
+        ("out_hidden_size", out_hidden_size),
+        ("in_channels", in_channels),
+    ] {
+        if val == 0 {
+            return Err(format!("`{}` must be positive", v.name(key)));
+        }
+    }
+    if hidden_size % num_heads != 0 {
+        return Err(format!(
+            "`{}` ({hidden_size}) is not divisible by `{}` ({num_heads})",
+            v.name("hidden_size"),
+            v.name("num_heads")
+        ));
+    }
+    let head_dim = hidden_size / num_heads;
+    if head_dim % 4 != 0 {
+        return Err(format!(
+            "vision head size {} / {} = {head_dim} must be a multiple of 4 (the 2-D rotary \
+             embedding splits it into height and width halves)",
+            v.name("hidden_size"),
+            v.name("num_heads")
+        ));
+    }
+    if window_size < spatial_merge_size * patch_size {
+        return Err(format!(
+            "`{}` ({window_size}) must be at least spatial_merge_size * patch_size ({})",
+            v.name("window_size"),
+            spatial_merge_size * patch_size
+        ));
+    }
+    if let Some(bad) = fullatt_block_indexes.iter().find(|&&i| i >= depth) {
+        return Err(format!(
+            "`{}` contains {bad}, but the vision tower has only {depth} blocks",
+            v.name("fullatt_block_indexes")
+        ));
+    }
+
+    Ok(VisionConfig {
+        depth,
+        hidden_size,
+        num_heads,
+        intermediate_size,
+        patch_size,
+        temporal_patch_size,
+        spatial_merge_size,
+        window_size,
+        fullatt_block_indexes,
+        out_hidden_size,
+        in_channels,
+        tokens_per_second,
+        hidden_act,
+    })
+}

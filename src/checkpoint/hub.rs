@@ -1,0 +1,393 @@
+//! `--model` resolution: a local directory, or a Hugging Face Hub id found in (or downloaded
+//! into) the local Hugging Face cache.
+//!
+//! The cache is the one Python's `huggingface_hub` uses, so checkpoints downloaded by either
+//! are shared: `<cache>/models--<owner>--<name>/refs/<revision>` holds a commit hash and
+//! `snapshots/<hash>/` the files. The cache directory is `$HF_HUB_CACHE`, else
+//! `$HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
+//! `~/.cache/huggingface/hub`. With `HF_HUB_OFFLINE` set (1/true/yes/on) nothing is downloaded.
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::api::sync::ApiBuilder;
+use hf_hub::{Cache, Repo, RepoType};
+
+use super::error::{one_line, CheckpointError, Result};
+use super::weights::{INDEX_FILE, SINGLE_FILE};
+
+/// Files fetched when present in the repository (besides the weights).
+const OPTIONAL_FILES: &[&str] = &[
+    "generation_config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.json",
+    "chat_template.jinja",
+];
+/// Files without which a checkpoint is unusable.
+const REQUIRED_FILES: &[&str] = &["config.json", "tokenizer.json"];
+
+/// A parsed `owner/name[@revision]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubId {
+    /// `owner/name`.
+    pub repo: String,
+    /// Branch, tag or commit; `None` means `main`.
+    pub revision: Option<String>,
+}
+
+impl HubId {
+    /// Parse `owner/name` or `owner/name@revision`; `None` if `spec` does not look like one.
+    pub fn parse(spec: &str) -> Option<HubId> {
+        let (repo, revision) = match spec.split_once('@') {
+            Some((r, rev)) if !rev.is_empty() => (r, Some(rev.to_string())),
+            Some(_) => return None,
+            None => (spec, None),
+        };
+        let (owner, name) = repo.split_once('/')?;
+        let ok = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if !ok(owner) || !ok(name) {
+            return None;
+        }
+        if let Some(rev) = &revision {
+            if rev.contains("..") || rev.starts_with('/') || rev.chars().any(char::is_whitespace) {
+                return None;
+            }
+        }
+        Some(HubId {
+            repo: repo.to_string(),
+            revision,
+        })
+    }
+
+    /// The revision to use (`main` when none was given).
+    pub fn revision(&self) -> &str {
+        self.revision.as_deref().unwrap_or("main")
+    }
+
+    /// Folder of this repository inside the cache.
+    pub fn cache_folder(&self, cache_dir: &Path) -> PathBuf {
+        cache_dir.join(format!("models--{}", self.repo.replace('/', "--")))
+    }
+}
+
+/// Where and how to look for Hub checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubOptions {
+    /// The hub cache directory (`.../huggingface/hub`); `None` if it cannot be determined.
+    pub cache_dir: Option<PathBuf>,
+    /// Never touch the network.
+    pub offline: bool,
+    /// Hub endpoint (`HF_ENDPOINT`, default `https://huggingface.co`).
+    pub endpoint: String,
+    /// Access token for gated or private repositories (`HF_TOKEN` or the cached login token).
+    pub token: Option<String>,
+    /// Show download progress bars.
+    pub progress: bool,
+}
+
+impl HubOptions {
+    /// Options from the process environment.
+    pub fn from_env() -> HubOptions {
+        HubOptions::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Options from an environment lookup function (lets tests avoid the process environment).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> HubOptions {
+        let get = |k: &str| get(k).filter(|v| !v.is_empty());
+        let hf_home = get("HF_HOME").map(PathBuf::from).or_else(|| {
+            get("XDG_CACHE_HOME")
+                .map(|x| PathBuf::from(x).join("huggingface"))
+                .or_else(|| get("HOME").map(|h| PathBuf::from(h).join(".cache").join("huggingface")))
+        });
+        let cache_dir = get("HF_HUB_CACHE")
+            .or_else(|| get("HUGGINGFACE_HUB_CACHE"))
+            .map(PathBuf::from)
+            .or_else(|| hf_home.as_ref().map(|h| h.join("hub")));
+        let offline = get("HF_HUB_OFFLINE").is_some_and(|v| {
+            matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+        });
+        let token = get("HF_TOKEN").or_else(|| {
+            let file = hf_home.as_ref()?.join("token");
+            let t = std::fs::read_to_string(file).ok()?;
+            let t = t.trim();
+            (!t.is_empty()).then(|| t.to_string())
+        });
+        HubOptions {
+            cache_dir,
+            offline,
+            endpoint: get("HF_ENDPOINT").unwrap_or_else(|| "https://huggingface.co".into()),
+            token,
+            progress: true,
+        }
+    }
+}
+
+/// Resolve `--model`: an existing directory as is, else a Hub id via the cache (downloading
+/// when allowed), using the process environment.
+pub fn resolve_model(spec: &str) -> Result<PathBuf> {
+    resolve_model_with(spec, &HubOptions::from_env())
+}
+
+/// [`resolve_model`] with explicit options.
+pub fn resolve_model_with(spec: &str, opts: &HubOptions) -> Result<PathBuf> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    if path.exists() {
+        return Err(CheckpointError::Hub(format!(
+            "`{spec}` is a file; --model expects a checkpoint directory or a Hub id (owner/name)"
+        )));
+    }
+    let Some(id) = HubId::parse(spec) else {
+        return Err(CheckpointError::Hub(format!(
+            "`{spec}` is neither an existing directory nor a Hugging Face model id \
+             (owner/name or owner/name@revision)"
+        )));
+    };
+    let Some(cache_dir) = opts.cache_dir.clone() else {
+        return Err(CheckpointError::Hub(format!(
+            "`{spec}` is not a local directory and the Hugging Face cache cannot be located; \
+             set HF_HUB_CACHE or HF_HOME"
+        )));
+    };
+    match find_in_cache(&id, &cache_dir) {
+        CacheLookup::Complete(dir) => Ok(dir),
+        lookup if opts.offline => {
+            let detail = match lookup {
+                CacheLookup::Incomplete { dir, missing } => format!(
+                    "the cached snapshot `{}` lacks {}",
+                    dir.display(),
+                    missing.join(", ")
+                ),
+                _ => format!(
+                    "looked in `{}`",
+                    id.cache_folder(&cache_dir).display()
+                ),
+            };
+            Err(CheckpointError::Hub(format!(
+                "model `{spec}` (revision {}) is not in the local Hugging Face cache and \
+                 HF_HUB_OFFLINE is set ({detail}); unset HF_HUB_OFFLINE to download it or pass a \
+                 directory",
+                id.revision()
+            )))
+        }
+        _ => download(&id, &cache_dir, opts),
+    }
+}
+
+/// Result of looking a repository up in the cache.
+#[derive(Debug)]
+enum CacheLookup {
+    Absent,
+    Incomplete { dir: PathBuf, missing: Vec<String> },
+    Complete(PathBuf),
+}
+
+/// The snapshot directory for `id`, if the cache has one.
+fn snapshot_dir(id: &HubId, cache_dir: &Path) -> Option<PathBuf> {
+    let folder = id.cache_folder(cache_dir);
+    let rev = id.revision();
+    let snapshots = folder.join("snapshots");
+    if let Ok(hash) = std::fs::read_to_string(folder.join("refs").join(rev)) {
+        let hash = hash.trim();
+        if !hash.is_empty() && !hash.contains(['/', '\\']) {
+            let dir = snapshots.join(hash);
+            if dir.is_dir() {
+                return Some(dir);
+            }
+        }
+    }
+    // A commit hash as revision has no ref file: the snapshot is named after it.
+    let is_commit = rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit());
+    let dir = snapshots.join(rev);
+    (is_commit && dir.is_dir()).then_some(dir)
+}
+
+fn find_in_cache(id: &HubId, cache_dir: &Path) -> CacheLookup {
+    match snapshot_dir(id, cache_dir) {
+        None => CacheLookup::Absent,
+        Some(dir) => {
+            let missing = missing_files(&dir);
+            if missing.is_empty() {
+                CacheLookup::Complete(dir)
+            } else {
+                CacheLookup::Incomplete { dir, missing }
+            }
+        }
+    }
+}
+
+/// Files a usable checkpoint directory lacks (config, tokenizer, weights incl. every shard).
+pub fn missing_files(dir: &Path) -> Vec<String> {
+    let mut missing: Vec<String> = REQUIRED_FILES
+        .iter()
+        .filter(|f| !dir.join(f).is_file())
+        .map(|f| f.to_string())
+        .collect();
+    if dir.join(SINGLE_FILE).is_file() {
+        return missing;
+    }
+    let index = dir.join(INDEX_FILE);
+    match shard_names(&index) {
+        Some(shards) => missing.extend(shards.into_iter().filter(|s| !dir.join(s).is_file())),
+        None => missing.push(format!("{SINGLE_FILE} (or {INDEX_FILE})")),
+    }
+    missing
+}
+
+/// Shard file names listed by an index file, if it exists and parses.
+fn shard_names(index: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(index).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let mut shards: Vec<String> = json
+        .get("weight_map")?
+        .as_object()?
+        .values()
+        .filter_map(|v| v.as_str())
+        .map(str::to_string)
+        .collect();
+    shards.sort();
+    shards.dedup();
+    Some(shards)
+}
+
+fn hub_error(id: &HubId, what: &str, e: impl std::fmt::Display) -> CheckpointError {
+    let msg = one_line(e);
+    let hint = if msg.contains("401") || msg.contains("403") {
+        " (gated or private repository? set HF_TOKEN or log in with `huggingface-cli login`)"
+    } else if msg.contains("404") {
+        " (check the model id and revision)"
+    } else {
+        ""
+    };
+    CheckpointError::Hub(format!(
+        "cannot {what} for `{}` (revision {}) from the Hugging Face Hub: {msg}{hint}",
+        id.repo,
+        id.revision()
+    ))
+}
+
+/// Download the files of a checkpoint into the cache and return its snapshot directory.
+fn download(id: &HubId, cache_dir: &Path, opts: &HubOptions) -> Result<PathBuf> {
+    let mut builder = ApiBuilder::from_cache(Cache::new(cache_dir.to_path_buf()))
+        .with_endpoint(opts.endpoint.trim_end_matches('/').to_string())
+        .with_progress(opts.progress);
+    if opts.token.is_some() {
+        builder = builder.with_token(opts.token.clone());
+    }
+    let api = builder
+        .build()
+        .map_err(|e| hub_error(id, "set up a connection", e))?;
+    let info = api
+        .repo(Repo::with_revision(
+            id.repo.clone(),
+            RepoType::Model,
+            id.revision().to_string(),
+        ))
+        .info()
+        .map_err(|e| hub_error(id, "fetch the file list", e))?;
+    let sha = info.sha.trim().to_string();
+    if sha.is_empty() || sha.contains(['/', '\\', '.']) {
+        return Err(hub_error(id, "fetch the file list", "the Hub returned no commit hash"));
+    }
+    let available: std::collections::HashSet<&str> =
+        info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
+    for f in REQUIRED_FILES {
+        if !available.contains(f) {
+            return Err(CheckpointError::Hub(format!(
+                "`{}` has no {f} on the Hugging Face Hub; it is not a checkpoint rhlens can load",
+                id.repo
+            )));
+        }
+    }
+
+    // Download against the resolved commit so that every file lands in one snapshot even if
+    // the branch moves meanwhile.
+    let snapshot = id.cache_folder(cache_dir).join("snapshots").join(&sha);
+    let sha_ref = id.cache_folder(cache_dir).join("refs").join(&sha);
+    let had_sha_ref = sha_ref.exists();
+    let repo = api.repo(Repo::with_revision(id.repo.clone(), RepoType::Model, sha.clone()));
+    let fetch = |file: &str| -> Result<()> {
+        if snapshot.join(file).is_file() {
+            return Ok(());
+        }
+        repo.download(file)
+            .map(|_| ())
+            .map_err(|e| hub_error(id, &format!("download {file}"), e))
+    };
+
+    let mut files: Vec<String> = REQUIRED_FILES.iter().map(|s| s.to_string()).collect();
+    files.extend(
+        OPTIONAL_FILES
+            .iter()
+            .filter(|f| available.contains(*f))
+            .map(|s| s.to_string()),
+    );
+    for f in &files {
+        fetch(f)?;
+    }
+    if available.contains(SINGLE_FILE) {
+        fetch(SINGLE_FILE)?;
+    } else if available.contains(INDEX_FILE) {
+        fetch(INDEX_FILE)?;
+        let shards = shard_names(&snapshot.join(INDEX_FILE)).ok_or_else(|| {
+            CheckpointError::Hub(format!(
+                "the {INDEX_FILE} downloaded for `{}` has no readable weight_map",
+                id.repo
+            ))
+        })?;
+        for s in &shards {
+            if s.contains(['/', '\\']) {
+                return Err(CheckpointError::Hub(format!(
+                    "{INDEX_FILE} of `{}` names shard `{s}` outside the repository root",
+                    id.repo
+                )));
+            }
+            fetch(s)?;
+        }
+    } else {
+        return Err(CheckpointError::Hub(format!(
+            "`{}` has no safetensors weights ({SINGLE_FILE} or {INDEX_FILE}) on the Hugging Face \
+             Hub",
+            id.repo
+        )));
+    }
+
+    // Point the requested revision at the commit, as huggingface_hub does, and drop the ref
+    // named after the commit itself that downloading by hash leaves behind.
+    if id.revision() != sha {
+        let rev_ref = id.cache_folder(cache_dir).join("refs").join(id.revision());
+        if let Some(parent) = rev_ref.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| CheckpointError::Io {
+                path: parent.to_path_buf(),
+                source: e,
+            })?;
+        }
+        std::fs::write(&rev_ref, &sha).map_err(|e| CheckpointError::Io {
+            path: rev_ref.clone(),
+            source: e,
+        })?;
+    }
+    if !had_sha_ref {
+        let _ = std::fs::remove_file(&sha_ref);
+    }
+
+    let missing = missing_files(&snapshot);
+    if !missing.is_empty() {
+        return Err(CheckpointError::Hub(format!(
+            "download of `{}` finished but `{}` still lacks {}",
+            id.repo,
+            snapshot.display(),
+            missing.join(", ")
+        )));
+    }
+    Ok(snapshot)
+}

@@ -1,0 +1,372 @@
+//! Memory-mapped safetensors weights, single file or sharded, under canonical Hub names.
+//!
+//! Files are mapped once at [`Weights::open`] and only their headers are parsed; a tensor's
+//! bytes are read when [`Weights::tensor`] asks for it. Every returned tensor owns its memory
+//! (nothing points into the mapping), so the tensors outlive the [`Weights`].
+//!
+//! Names are normalised to the layout of the original Hub checkpoints (`visual.*`, `model.*`,
+//! `lm_head.*`), whatever layout the files use; see [`canonical_name`].
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, SafeTensorError};
+use safetensors::SafeTensors;
+use tch::{Device, Kind, Tensor};
+
+use super::error::{ensure_dir, read_json, CheckpointError, Result};
+
+/// Single-file weights name.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// Shard index name.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// Map a stored weight name to the canonical Hub name.
+///
+/// | stored | canonical |
+/// |---|---|
+/// | `model.visual.X` | `visual.X` |
+/// | `model.language_model.X` | `model.X` |
+/// | `model.lm_head.X` | `lm_head.X` |
+/// | `vision_tower.X` | `visual.X` |
+/// | `language_model.model.X` | `model.X` |
+/// | `language_model.lm_head.X` | `lm_head.X` |
+///
+/// Anything else is returned unchanged.
+pub fn canonical_name(stored: &str) -> String {
+    const RULES: &[(&str, &str)] = &[
+        ("model.visual.", "visual."),
+        ("model.language_model.", "model."),
+        ("model.lm_head.", "lm_head."),
+        ("vision_tower.", "visual."),
+        ("language_model.model.", "model."),
+        ("language_model.lm_head.", "lm_head."),
+    ];
+    for (from, to) in RULES {
+        if let Some(rest) = stored.strip_prefix(from) {
+            return format!("{to}{rest}");
+        }
+    }
+    stored.to_string()
+}
+
+struct Shard {
+    path: PathBuf,
+    mmap: Mmap,
+}
+
+struct Entry {
+    shard: usize,
+    /// Name as written in the file (before normalisation), for messages.
+    stored: String,
+    dtype: Dtype,
+    shape: Vec<i64>,
+    /// Absolute byte range in the mapped file.
+    start: usize,
+    end: usize,
+}
+
+/// The weights of one checkpoint directory.
+pub struct Weights {
+    dir: PathBuf,
+    shards: Vec<Shard>,
+    entries: BTreeMap<String, Entry>,
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weights")
+            .field("dir", &self.dir)
+            .field("files", &self.files())
+            .field("tensors", &self.entries.len())
+            .finish()
+    }
+}
+
+/// The libtorch element type for a safetensors dtype, if tch can hold it.
+pub fn kind_of(dtype: Dtype) -> Option<Kind> {
+    Some(match dtype {
+        Dtype::BOOL => Kind::Bool,
+        Dtype::U8 => Kind::Uint8,
+        Dtype::I8 => Kind::Int8,
+        Dtype::I16 => Kind::Int16,
+        Dtype::I32 => Kind::Int,
+        Dtype::I64 => Kind::Int64,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        Dtype::F8_E5M2 => Kind::Float8e5m2,
+        Dtype::F8_E4M3 => Kind::Float8e4m3fn,
+        // U16/U32/U64 have no tch Kind.
+        _ => return None,
+    })
+}
+
+fn describe(e: &SafeTensorError) -> String {
+    match e {
+        SafeTensorError::HeaderTooSmall => "file shorter than the 8-byte header length".into(),
+        SafeTensorError::InvalidHeaderLength => "header length runs past the end of the file".into(),
+        SafeTensorError::HeaderTooLarge => "header length is implausibly large".into(),
+        SafeTensorError::InvalidHeader => "header is not UTF-8".into(),
+        SafeTensorError::InvalidHeaderStart | SafeTensorError::InvalidHeaderDeserialization => {
+            "header is not a valid safetensors JSON header".into()
+        }
+        SafeTensorError::MetadataIncompleteBuffer => {
+            "file size does not match the sizes its header declares".into()
+        }
+        SafeTensorError::InvalidOffset(name) => format!("tensor `{name}` has invalid data offsets"),
+        SafeTensorError::TensorInvalidInfo => {
+            "a tensor's byte size disagrees with its shape and dtype".into()
+        }
+        SafeTensorError::ValidationOverflow => "a tensor's declared size overflows".into(),
+        other => super::error::one_line(format!("{other:?}")),
+    }
+}
+
+impl Weights {
+    /// Open `model.safetensors`, or the shards listed in `model.safetensors.index.json`
+    /// (a single file wins when both exist, as in transformers).
+    pub fn open(dir: impl AsRef<Path>) -> Result<Weights> {
+        let dir = dir.as_ref();
+        ensure_dir(dir)?;
+        let single = dir.join(SINGLE_FILE);
+        let index = dir.join(INDEX_FILE);
+        let mut weights = Weights {
+            dir: dir.to_path_buf(),
+            shards: Vec::new(),
+            entries: BTreeMap::new(),
+        };
+        if single.is_file() {
+            weights.add_file(&single)?;
+        } else if index.is_file() {
+            weights.open_index(&index)?;
+        } else {
+            let has_bin = dir.join("pytorch_model.bin").exists()
+                || dir.join("pytorch_model.bin.index.json").exists();
+            let why = if has_bin {
+                format!(
+                    "the directory has PyTorch .bin weights, which rhlens does not read; convert them \
+                     to safetensors (neither {SINGLE_FILE} nor {INDEX_FILE} is present)"
+                )
+            } else {
+                format!("a checkpoint needs {SINGLE_FILE} or {INDEX_FILE}")
+            };
+            return Err(CheckpointError::MissingFile { path: single, why });
+        }
+        Ok(weights)
+    }
+
+    fn open_index(&mut self, index: &Path) -> Result<()> {
+        let json = read_json(index, "")?;
+        let bad = |msg: String| CheckpointError::Index {
+            path: index.to_path_buf(),
+            msg,
+        };
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| bad("has no `weight_map` object".into()))?;
+        // Shard file → names the index assigns to it.
+        let mut by_file: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (name, file) in map {
+            let file = file
+                .as_str()
+                .ok_or_else(|| bad(format!("`weight_map.{name}` must be a file name")))?;
+            if file.contains('/') || file.contains('\\') || file == ".." {
+                return Err(bad(format!("shard `{file}` is not a plain file name")));
+            }
+            by_file.entry(file).or_default().push(name);
+        }
+        if by_file.is_empty() {
+            return Err(bad("`weight_map` is empty".into()));
+        }
+        for (file, names) in by_file {
+            let path = self.dir.join(file);
+            if !path.is_file() {
+                return Err(CheckpointError::MissingFile {
+                    path,
+                    why: format!(
+                        "{INDEX_FILE} lists it as a shard; the download is incomplete, fetch it again"
+                    ),
+                });
+            }
+            let shard = self.add_file(&path)?;
+            for name in names {
+                let found = self
+                    .entries
+                    .get(&canonical_name(name))
+                    .is_some_and(|e| e.shard == shard && e.stored == name);
+                if !found {
+                    return Err(bad(format!(
+                        "lists weight `{name}` in `{file}`, but that file does not contain it"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Map one safetensors file and register its tensors; returns the shard number.
+    fn add_file(&mut self, path: &Path) -> Result<usize> {
+        let io = |source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        // SAFETY: the mapping is read-only; as with every mmap-based loader, the file must not be
+        // modified while rhlens runs. Tensors are copied out before use (see `tensor`).
+        let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&mmap).map_err(|e| CheckpointError::Safetensors {
+                path: path.to_path_buf(),
+                reason: describe(&e),
+            })?;
+        let data_start = 8 + header_len;
+        let shard = self.shards.len();
+        for (stored, info) in metadata.tensors() {
+            let canonical = canonical_name(&stored);
+            if let Some(prev) = self.entries.get(&canonical) {
+                let prev_file = self.shards.get(prev.shard).map_or(path, |s| s.path.as_path());
+                return Err(CheckpointError::Index {
+                    path: path.to_path_buf(),
+                    msg: format!(
+                        "weight `{canonical}` appears twice (as `{}` in `{}` and as `{stored}`)",
+                        prev.stored,
+                        prev_file.display()
+                    ),
+                });
+            }
+            let (s, e) = info.data_offsets;
+            self.entries.insert(
+                canonical,
+                Entry {
+                    shard,
+                    stored,
+                    dtype: info.dtype,
+                    shape: info.shape.iter().map(|&d| d as i64).collect(),
+                    start: data_start + s,
+                    end: data_start + e,
+                },
+            );
+        }
+        self.shards.push(Shard {
+            path: path.to_path_buf(),
+            mmap,
+        });
+        Ok(shard)
+    }
+
+    /// The checkpoint directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The safetensors files in use.
+    pub fn files(&self) -> Vec<&Path> {
+        self.shards.iter().map(|s| s.path.as_path()).collect()
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the checkpoint holds no tensor at all.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Canonical names of all tensors, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.entries.keys().map(String::as_str).collect()
+    }
+
+    fn entry(&self, name: &str) -> Option<&Entry> {
+        self.entries
+            .get(name)
+            .or_else(|| self.entries.get(&canonical_name(name)))
+    }
+
+    /// Whether a tensor exists (canonical or stored-layout name).
+    pub fn contains(&self, name: &str) -> bool {
+        self.entry(name).is_some()
+    }
+
+    /// Stored shape of a tensor.
+    pub fn shape(&self, name: &str) -> Option<Vec<i64>> {
+        self.entry(name).map(|e| e.shape.clone())
+    }
+
+    /// Stored element type, as the safetensors name (`"BF16"`, `"F32"`, ...).
+    pub fn dtype_name(&self, name: &str) -> Option<String> {
+        self.entry(name).map(|e| format!("{:?}", e.dtype))
+    }
+
+    /// Load a tensor as `kind` on `device`, checking its shape against `expected_shape`.
+    ///
+    /// The result owns its memory. Costs one copy when the stored type and the device already
+    /// match the request, or one conversion (CPU) / one transfer plus conversion (GPU) otherwise.
+    pub fn tensor(
+        &self,
+        name: &str,
+        expected_shape: &[i64],
+        kind: Kind,
+        device: Device,
+    ) -> Result<Tensor> {
+        let entry = self
+            .entry(name)
+            .ok_or_else(|| CheckpointError::MissingWeight(canonical_name(name)))?;
+        let canonical = canonical_name(name);
+        if entry.shape != expected_shape {
+            return Err(CheckpointError::ShapeMismatch {
+                name: canonical,
+                actual: entry.shape.clone(),
+                expected: expected_shape.to_vec(),
+            });
+        }
+        let stored_kind = kind_of(entry.dtype).ok_or_else(|| CheckpointError::UnsupportedDtype {
+            name: canonical.clone(),
+            dtype: format!("{:?}", entry.dtype),
+        })?;
+        let shard = &self.shards[entry.shard];
+        let bytes = &shard.mmap[entry.start..entry.end];
+        let torch_err = |e: tch::TchError| CheckpointError::Torch {
+            name: canonical.clone(),
+            msg: super::error::one_line(e),
+        };
+        let elem = entry.dtype.size();
+        let aligned = (bytes.as_ptr() as usize) % elem == 0;
+        let same_place = stored_kind == kind && device == Device::Cpu;
+        if same_place || !aligned {
+            // memcpy into a fresh CPU tensor (also the safe path for misaligned data).
+            let owned = Tensor::f_from_data_size(bytes, &entry.shape, stored_kind).map_err(torch_err)?;
+            if same_place {
+                return Ok(owned);
+            }
+            return owned
+                .f_to_device(device)
+                .and_then(|t| t.f_to_kind(kind))
+                .map_err(torch_err);
+        }
+        // SAFETY: `bytes` is a live, aligned, read-only slice of the mapping holding exactly
+        // numel * elem bytes (validated by safetensors). The view is used only within this
+        // function, and each branch below materialises a new tensor with its own storage:
+        // `to_kind` to a different kind allocates, and `to_device` to a non-CPU device copies.
+        let view = unsafe {
+            Tensor::f_from_blob(bytes.as_ptr(), &entry.shape, &[], stored_kind, Device::Cpu)
+        }
+        .map_err(torch_err)?;
+        let out = if device == Device::Cpu {
+            view.f_to_kind(kind) // kind != stored_kind here
+        } else {
+            // Transfer in the stored (usually smaller) type, then convert on the device.
+            view.f_to_device(device).and_then(|t| t.f_to_kind(kind))
+        }
+        .map_err(torch_err)?;
+        drop(view);
+        Ok(out)
+    }
+}

@@ -1,0 +1,166 @@
+//! Flags shared by the commands that run a model.
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::generate::{GenerateConfig, LengthControl, ThinkTags};
+use crate::model::{parse_device, parse_kind};
+use crate::runtime::{demo_image, demo_model_dir, Runtime};
+use crate::sampling::SamplingConfig;
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Checkpoint directory or hub id (owner/name[@revision]); the bundled demo checkpoint
+    /// (random weights) when omitted
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Weights and activations dtype: f32, bf16 or f16
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// cpu, cuda, cuda:N or auto (CUDA when visible)
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// CPU threads for libtorch (default: libtorch's choice)
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+impl ModelArgs {
+    pub fn model_spec(&self) -> String {
+        self.model
+            .clone()
+            .unwrap_or_else(|| demo_model_dir().to_string_lossy().into_owned())
+    }
+
+    pub fn load(&self) -> Result<Runtime> {
+        let kind = parse_kind(&self.dtype)?;
+        let device = parse_device(&self.device)?;
+        if let Some(n) = self.threads {
+            tch::set_num_threads(n);
+        }
+        Runtime::load(&self.model_spec(), kind, device)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
+    /// Image file (PNG or JPEG); the bundled demo image when omitted
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// The user's question, placed after the image in the checkpoint's chat template
+    #[arg(long)]
+    pub prompt: String,
+    /// System prompt (default: the chat template's own)
+    #[arg(long)]
+    pub system: Option<String>,
+}
+
+impl InputArgs {
+    pub fn image_path(&self) -> PathBuf {
+        self.image.clone().unwrap_or_else(demo_image)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Maximum generated tokens (forced text included)
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// Suppress end-of-sequence until this many tokens
+    #[arg(long, default_value_t = 0)]
+    pub min_new_tokens: usize,
+    /// Always take the most likely token (the default unless --temperature/--top-p/--top-k is given)
+    #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k"])]
+    pub greedy: bool,
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Seed for sampling (libtorch's generator)
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Hugging Face's repetition penalty over prompt and generated ids (1.0 = off)
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f64,
+}
+
+impl SamplingArgs {
+    pub fn config(&self) -> SamplingConfig {
+        let sampled = !self.greedy
+            && (self.temperature.is_some() || self.top_p.is_some() || self.top_k.is_some());
+        SamplingConfig {
+            greedy: !sampled,
+            temperature: self.temperature.unwrap_or(1.0),
+            top_p: self.top_p.unwrap_or(1.0),
+            top_k: self.top_k.unwrap_or(0),
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LengthArgs {
+    /// Close thinking after N thinking tokens (0: answer at once), in the same KV cache
+    #[arg(long)]
+    pub think_budget: Option<usize>,
+    /// Keep thinking for at least N tokens: an early close tag is replaced by --continuation
+    #[arg(long)]
+    pub min_think: Option<usize>,
+    /// Reopen thinking K times when it ends, with --wait text (test-time scaling)
+    #[arg(long, default_value_t = 0)]
+    pub waits: usize,
+    #[arg(long, default_value = "Wait, but I'm not sure if I'm missing anything.")]
+    pub wait: String,
+    /// Inserted to reach --min-think
+    #[arg(long, default_value = "Wait")]
+    pub continuation: String,
+    /// Text forced after the close tag when the budget ends thinking
+    #[arg(long, default_value = "")]
+    pub answer_cue: String,
+    /// Start the assistant turn with the open tag
+    #[arg(long)]
+    pub open_think: bool,
+    #[arg(long, default_value = "<think>")]
+    pub think_open: String,
+    #[arg(long, default_value = "</think>")]
+    pub think_close: String,
+    #[arg(long, default_value = "<answer>")]
+    pub answer_open: String,
+    #[arg(long, default_value = "</answer>")]
+    pub answer_close: String,
+}
+
+impl LengthArgs {
+    pub fn apply(&self, cfg: &mut GenerateConfig) {
+        cfg.tags = ThinkTags {
+            open: self.think_open.clone(),
+            close: self.think_close.clone(),
+            answer_open: self.answer_open.clone(),
+            answer_close: self.answer_close.clone(),
+        };
+        cfg.length = LengthControl {
+            think_budget: self.think_budget,
+            min_think: self.min_think,
+            waits: self.waits,
+            wait_text: self.wait.clone(),
+            continuation: self.continuation.clone(),
+            answer_cue: self.answer_cue.clone(),
+            open_think: self.open_think,
+        };
+    }
+}
+
+pub fn generate_config(s: &SamplingArgs, l: &LengthArgs) -> GenerateConfig {
+    let mut cfg = GenerateConfig {
+        max_new_tokens: s.max_new_tokens,
+        min_new_tokens: s.min_new_tokens,
+        sampling: s.config(),
+        ..Default::default()
+    };
+    l.apply(&mut cfg);
+    cfg
+}

@@ -1,0 +1,85 @@
+//! `rhlens generate`: one answer for one image and prompt, streamed or as JSON.
+use std::io::Write;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+
+use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs};
+use crate::generate::Generator;
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub length: LengthArgs,
+    /// Print one JSON object (text, thinking, answer, generated_ids, think_tokens, answer_tokens,
+    /// stop_reason) instead of streaming text
+    #[arg(long)]
+    pub json: bool,
+    /// No streamed text (the final answer is still printed unless --json)
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let cfg = generate_config(&args.sampling, &args.length);
+    cfg.sampling.validate()?;
+    cfg.tags.validate()?;
+    cfg.length.validate()?;
+    let rt = args.model.load()?;
+    if let Some(note) = rt.random_weights_note() {
+        eprintln!("{note}");
+    }
+    let prompt = rt.prepare(&args.input.image_path(), &args.input.prompt, args.input.system.as_deref())?;
+    let generator = Generator::new(&rt.model, &rt.tokenizer);
+    let ids = generator.prompt_ids(&prompt.input_ids, &cfg)?;
+    let stream = !args.json && !args.quiet;
+    let mut out = std::io::stdout();
+    let mut on_text = |s: &str| {
+        if stream {
+            let _ = out.write_all(s.as_bytes());
+            let _ = out.flush();
+        }
+    };
+    let g = generator.run(&ids, &[prompt.image.input()], &cfg, Default::default(), &mut on_text)?;
+    if args.json {
+        let v = json!({
+            "text": g.text,
+            "thinking": g.thinking,
+            "answer": g.answer,
+            "generated_ids": g.generated_ids,
+            "think_tokens": g.think_tokens,
+            "answer_tokens": g.answer_tokens,
+            "stop_reason": g.stop_reason.as_str(),
+            "events": g.events,
+            "prompt_tokens": ids.len(),
+            "random_weights": rt.config.random_weights,
+            "timing": {
+                "prefill_ms": g.timing.prefill_ms,
+                "decode_ms": g.timing.decode_ms,
+                "decode_steps": g.timing.decode_steps,
+                "decode_tokens_per_s": g.timing.decode_tokens_per_s(),
+            },
+            "peak_rss_mib": crate::peak_rss_mib(),
+        });
+        println!("{}", serde_json::to_string(&v)?);
+    } else if stream {
+        println!();
+        eprintln!(
+            "[{} tokens: {} thinking, {} answer; stopped by {}]",
+            g.generated_ids.len(),
+            g.think_tokens,
+            g.answer_tokens,
+            g.stop_reason.as_str()
+        );
+    } else {
+        println!("{}", g.text);
+    }
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! The command line: argument parsing, progress and errors only; the work is in the library.
+pub mod common;
+pub mod doctor;
+pub mod dump;
+pub mod generate;
+pub mod trace;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rhlens",
+    version,
+    about = "See where a multimodal reasoning model looks as it thinks: per-layer attention on the \
+             image, the instruction and its own reasoning; length control; RH-Bench and RH-AUC."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate an answer for one image and prompt
+    Generate(generate::GenerateArgs),
+    /// Generate with the attention probe on and save a trace (per-layer role attention per step,
+    /// visual maps)
+    Trace(trace::TraceArgs),
+    /// Save the prefill's tensors (ids, pixels, positions, logits, attention) to a safetensors file
+    Dump(dump::DumpArgs),
+    /// Print the libtorch version and the devices rhlens can use
+    Doctor,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Generate(a) => generate::run(a),
+        Command::Dump(a) => dump::run(a),
+        Command::Trace(a) => trace::run(a),
+        Command::Doctor => doctor::run(),
+    }
+}

@@ -1,0 +1,136 @@
+//! `rhlens trace`: generate with the attention probe and save the trace directory.
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs};
+use crate::probe::{traced_generation, ProbeConfig, TraceRequest};
+
+#[derive(Args, Debug, Clone)]
+pub struct ProbeArgs {
+    /// Keep per-head role mass (role_attention_heads) and per-head visual maps
+    #[arg(long)]
+    pub per_head: bool,
+    /// Also save visual maps averaged per window of N steps
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Capture these decoder layers only (comma-separated, e.g. 0,7,14,27)
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Vec<usize>,
+    /// Precision of the captured probabilities: `model` (as the model computes them, like Hugging
+    /// Face's eager path) or `f32` (float32 even when the model runs in bf16/f16)
+    #[arg(long, default_value = "model")]
+    pub attn_precision: String,
+    /// Also capture the vision tower's attention (per block, per patch)
+    #[arg(long)]
+    pub vision_attention: bool,
+}
+
+impl ProbeArgs {
+    pub fn config(&self) -> Result<ProbeConfig> {
+        let f32_probs = match self.attn_precision.as_str() {
+            "model" => false,
+            "f32" => true,
+            other => bail!("--attn-precision must be `model` or `f32` (got `{other}`)"),
+        };
+        Ok(ProbeConfig {
+            layers: self.layers.clone(),
+            per_head: self.per_head,
+            window: self.window,
+            f32_probs,
+            visual_heads: self.per_head,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub length: LengthArgs,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    /// Steering direction file (from `rhlens direction`)
+    #[arg(long)]
+    pub steer: Option<PathBuf>,
+    /// Weight of the steering direction
+    #[arg(long, default_value_t = 0.0, requires = "steer")]
+    pub steer_weight: f64,
+    /// Trace directory to write (trace.json + attention.safetensors)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an existing trace directory
+    #[arg(long)]
+    pub force: bool,
+    /// No streamed text
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: TraceArgs) -> Result<()> {
+    let cfg = generate_config(&args.sampling, &args.length);
+    cfg.sampling.validate()?;
+    cfg.tags.validate()?;
+    cfg.length.validate()?;
+    let probe = args.probe.config()?;
+    if args.out.exists() && !args.force {
+        bail!(
+            "{} already exists: choose another --out or pass --force to replace it",
+            args.out.display()
+        );
+    }
+    let rt = args.model.load()?;
+    if let Some(note) = rt.random_weights_note() {
+        eprintln!("{note}");
+    }
+    let steering = match &args.steer {
+        Some(p) => crate::steer::load_scaled(p, &rt, args.steer_weight)?,
+        None => None,
+    };
+    let image = args.input.image_path();
+    let req = TraceRequest {
+        image: &image,
+        prompt: &args.input.prompt,
+        system: args.input.system.as_deref(),
+        generate: cfg,
+        probe,
+        vision: args.probe.vision_attention,
+        steering: steering.as_ref(),
+        out: Some(&args.out),
+        force: args.force,
+        settings: serde_json::json!({
+            "steer": args.steer.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            "steer_weight": args.steer_weight,
+        }),
+    };
+    let quiet = args.quiet;
+    let mut out = std::io::stdout();
+    let mut on_text = |s: &str| {
+        if !quiet {
+            let _ = out.write_all(s.as_bytes());
+            let _ = out.flush();
+        }
+    };
+    let run = traced_generation(&rt, &req, &mut on_text)?;
+    if !quiet {
+        println!();
+    }
+    let g = &run.generation;
+    eprintln!(
+        "trace: {} ({} steps x {} layers; {} thinking + {} answer tokens; stopped by {})",
+        args.out.display(),
+        run.meta.steps,
+        run.meta.layers.len(),
+        g.think_tokens,
+        g.answer_tokens,
+        g.stop_reason.as_str()
+    );
+    Ok(())
+}

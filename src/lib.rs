@@ -1,0 +1,19 @@
+//! rhlens: measure how multimodal reasoning models stop looking at the image as they think longer.
+//!
+//! Layers (see the README): [`checkpoint`] and [`preprocess`] read what a checkpoint ships,
+//! [`model`] runs Qwen2.5-VL on libtorch, [`generate`] drives decoding and length control,
+//! [`probe`] turns observed attention into per-role traces, [`render`] draws figures from saved
+//! files, and [`bench`] runs and scores benchmarks.
+pub mod checkpoint;
+pub mod cli;
+pub mod generate;
+pub mod model;
+pub mod preprocess;
+pub mod probe;
+pub mod runtime;
+pub mod sampling;
+pub mod steer;
+pub mod system;
+pub mod trace;
+
+pub use system::{cuda_device_name, libtorch_version, peak_rss_mib};

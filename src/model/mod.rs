@@ -1,0 +1,270 @@
+//! Qwen2.5-VL on libtorch: the vision tower, the Qwen2 decoder with multimodal RoPE, and the glue
+//! that scatters image features into the prompt's embeddings. Knows tensors and weights only;
+//! roles, figures and benchmarks live elsewhere. Attention is observed through [`observer`].
+pub mod layers;
+pub mod observer;
+pub mod rope;
+pub mod text;
+pub mod vision;
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::{ModelConfig, Weights};
+use layers::Placement;
+pub use observer::{AttentionObserver, VisionObserver};
+pub use rope::RopeIndex;
+pub use text::{ForwardExtras, ForwardOptions, KvCache};
+
+/// How attention is computed for the model's own output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttnImpl {
+    /// libtorch's fused scaled-dot-product attention (no probabilities; fast).
+    Sdpa,
+    /// Explicit `softmax(q kᵀ · scale) v`, as Hugging Face's eager path (probabilities available).
+    Eager,
+}
+
+/// One image ready for the vision tower.
+pub struct ImageInput<'a> {
+    /// `[patches, C*T*P*P]` float32.
+    pub pixel_values: &'a Tensor,
+    pub grid_thw: [i64; 3],
+}
+
+pub struct Qwen2_5Vl {
+    pub config: ModelConfig,
+    pub vision: vision::VisionTower,
+    pub text: text::TextModel,
+    /// `None` when the output head is tied to the input embeddings.
+    lm_head: Option<Tensor>,
+    pub kind: Kind,
+    pub device: Device,
+    pub attn_impl: AttnImpl,
+}
+
+/// The state of one sequence being decoded.
+pub struct Sequence {
+    pub cache: KvCache,
+    pub rope_delta: i64,
+}
+
+impl Sequence {
+    /// Number of positions in the cache.
+    pub fn len(&self) -> i64 {
+        self.cache.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+}
+
+impl Qwen2_5Vl {
+    pub fn load(config: &ModelConfig, weights: &Weights, kind: Kind, device: Device) -> Result<Self> {
+        let p = Placement { kind, device };
+        let _guard = tch::no_grad_guard();
+        let vision = vision::VisionTower::load(weights, p, &config.vision)
+            .context("loading the vision tower")?;
+        let text = text::TextModel::load(weights, p, &config.text).context("loading the decoder")?;
+        if config.vision.out_hidden_size != config.text.hidden_size {
+            bail!(
+                "vision out_hidden_size {} differs from the decoder hidden_size {}",
+                config.vision.out_hidden_size,
+                config.text.hidden_size
+            );
+        }
+        let lm_head = if config.text.tie_word_embeddings && !weights.contains("lm_head.weight") {
+            None
+        } else {
+            Some(p.load(
+                weights,
+                "lm_head.weight",
+                &[config.text.vocab_size as i64, config.text.hidden_size as i64],
+            )?)
+        };
+        Ok(Self {
+            config: config.clone(),
+            vision,
+            text,
+            lm_head,
+            kind,
+            device,
+            attn_impl: AttnImpl::Sdpa,
+        })
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.text.num_layers()
+    }
+
+    pub fn num_heads(&self) -> usize {
+        self.config.text.num_attention_heads
+    }
+
+    /// Logits (float32) for hidden states `[.., hidden]`.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        let w = self.lm_head.as_ref().unwrap_or(self.text.embed_weight());
+        hidden.linear(w, None::<Tensor>).to_kind(Kind::Float)
+    }
+
+    /// Merged image features for each image, concatenated: `[Σ tokens, hidden]`.
+    pub fn image_features(
+        &self,
+        images: &[ImageInput<'_>],
+        observer: Option<&mut dyn VisionObserver>,
+    ) -> Result<Tensor> {
+        if images.is_empty() {
+            bail!("no image given");
+        }
+        let pv = Tensor::cat(
+            &images.iter().map(|i| i.pixel_values.shallow_clone()).collect::<Vec<_>>(),
+            0,
+        );
+        let grids: Vec<[i64; 3]> = images.iter().map(|i| i.grid_thw).collect();
+        self.vision.forward(&pv, &grids, self.attn_impl, observer)
+    }
+
+    /// Prompt embeddings with the image features scattered over the image-token positions.
+    pub fn prompt_embeddings(&self, input_ids: &[i64], image_features: Option<&Tensor>) -> Result<Tensor> {
+        let embeds = self.text.embed(input_ids);
+        let n_img = input_ids
+            .iter()
+            .filter(|&&t| t == self.config.image_token_id)
+            .count() as i64;
+        match image_features {
+            None if n_img > 0 => bail!("the prompt has {n_img} image tokens but no image was given"),
+            None => Ok(embeds),
+            Some(f) => {
+                let rows = f.size()[0];
+                if rows != n_img {
+                    bail!("image features and image tokens do not match: {n_img} tokens, {rows} features");
+                }
+                let mask = Tensor::from_slice(
+                    &input_ids
+                        .iter()
+                        .map(|&t| t == self.config.image_token_id)
+                        .collect::<Vec<bool>>(),
+                )
+                .to_device(self.device)
+                .view([1, -1, 1])
+                .expand_as(&embeds);
+                Ok(embeds.masked_scatter(&mask, &f.to_kind(embeds.kind())))
+            }
+        }
+    }
+
+    /// 3-D positions of a prompt.
+    pub fn rope_index(&self, input_ids: &[i64], images: &[ImageInput<'_>]) -> Result<RopeIndex> {
+        let grids: Vec<[i64; 3]> = images.iter().map(|i| i.grid_thw).collect();
+        rope::rope_index(
+            input_ids,
+            self.config.image_token_id,
+            &grids,
+            self.config.vision.spatial_merge_size as i64,
+        )
+    }
+
+    /// Run the whole prompt; returns the final hidden states `[1, L, hidden]`, extras, and the new
+    /// sequence state.
+    pub fn prefill(
+        &self,
+        input_ids: &[i64],
+        images: &[ImageInput<'_>],
+        reserve: i64,
+        opts: ForwardOptions<'_>,
+        vision_observer: Option<&mut dyn VisionObserver>,
+    ) -> Result<(Tensor, ForwardExtras, Sequence)> {
+        let _guard = tch::no_grad_guard();
+        if input_ids.is_empty() {
+            bail!("empty prompt");
+        }
+        let features = if images.is_empty() {
+            None
+        } else {
+            Some(self.image_features(images, vision_observer)?)
+        };
+        let embeds = self.prompt_embeddings(input_ids, features.as_ref())?;
+        let index = self.rope_index(input_ids, images)?;
+        let mut cache = KvCache::new(self.num_layers());
+        cache.reserve(reserve.max(input_ids.len() as i64));
+        let (hidden, extras) = self.text.forward(
+            &embeds,
+            &index.to_tensor(self.device),
+            &mut cache,
+            self.attn_impl,
+            opts,
+        )?;
+        Ok((
+            hidden,
+            extras,
+            Sequence {
+                cache,
+                rope_delta: index.rope_delta,
+            },
+        ))
+    }
+
+    /// Feed one token; returns the final hidden state `[1, 1, hidden]`.
+    pub fn step(&self, seq: &mut Sequence, token: i64, opts: ForwardOptions<'_>) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        let pos = seq.len() + seq.rope_delta;
+        let positions = Tensor::from_slice(&[pos, pos, pos])
+            .view([3, 1, 1])
+            .to_device(self.device);
+        let embeds = self.text.embed(&[token]);
+        let (hidden, _) = self
+            .text
+            .forward(&embeds, &positions, &mut seq.cache, self.attn_impl, opts)?;
+        Ok(hidden)
+    }
+}
+
+/// Parse a dtype name.
+pub fn parse_kind(s: &str) -> Result<Kind> {
+    match s {
+        "f32" | "float32" | "fp32" => Ok(Kind::Float),
+        "bf16" | "bfloat16" => Ok(Kind::BFloat16),
+        "f16" | "float16" | "fp16" => Ok(Kind::Half),
+        other => bail!("unknown dtype `{other}` (use f32, bf16 or f16)"),
+    }
+}
+
+pub fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::BFloat16 => "bf16",
+        Kind::Half => "f16",
+        _ => "f32",
+    }
+}
+
+/// Parse a device name; `auto` picks CUDA when visible.
+pub fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(Device::cuda_if_available()),
+        "cuda" | "gpu" => {
+            if tch::Cuda::is_available() {
+                Ok(Device::Cuda(0))
+            } else {
+                bail!("--device cuda was asked for but libtorch sees no CUDA device (try --device cpu)")
+            }
+        }
+        other => {
+            if let Some(i) = other.strip_prefix("cuda:").and_then(|i| i.parse::<usize>().ok()) {
+                if (i as i64) < tch::Cuda::device_count() {
+                    return Ok(Device::Cuda(i));
+                }
+                bail!("--device {other}: libtorch sees {} CUDA device(s)", tch::Cuda::device_count());
+            }
+            bail!("unknown device `{other}` (use cpu, cuda, cuda:N or auto)")
+        }
+    }
+}
+
+pub fn device_name(d: Device) -> String {
+    match d {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_string(),
+    }
+}

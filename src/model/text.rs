@@ -1,0 +1,355 @@
+//! The Qwen2 decoder: RMSNorm, GQA attention with biases on q/k/v, multimodal RoPE, SwiGLU MLP and
+//! a preallocated key/value cache written in place.
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
+use super::layers::{GatedMlp, Linear, Placement, RmsNorm};
+use super::observer::{reborrow, AttentionObserver};
+use super::rope::{apply_rotary, TextRope};
+use super::AttnImpl;
+use crate::checkpoint::{TextConfig, Weights};
+
+/// Per-layer key/value cache. Storage grows by doubling; the valid part is `[.., ..len, ..]`.
+pub struct KvCache {
+    keys: Vec<Tensor>,
+    values: Vec<Tensor>,
+    len: i64,
+    capacity: i64,
+}
+
+impl KvCache {
+    pub fn new(layers: usize) -> Self {
+        Self {
+            keys: Vec::with_capacity(layers),
+            values: Vec::with_capacity(layers),
+            len: 0,
+            capacity: 0,
+        }
+    }
+
+    /// Number of positions held.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reserve room for `total` positions (avoids regrowth during a generation of known length).
+    pub fn reserve(&mut self, total: i64) {
+        if total > self.capacity && !self.keys.is_empty() {
+            self.grow_to(total);
+        } else if self.keys.is_empty() {
+            self.capacity = self.capacity.max(total);
+        }
+    }
+
+    fn grow_to(&mut self, cap: i64) {
+        for store in [&mut self.keys, &mut self.values] {
+            for t in store.iter_mut() {
+                let mut s = t.size();
+                s[2] = cap;
+                let bigger = Tensor::zeros(s.as_slice(), (t.kind(), t.device()));
+                let _ = bigger.narrow(2, 0, self.len).copy_(&t.narrow(2, 0, self.len));
+                *t = bigger;
+            }
+        }
+        self.capacity = cap;
+    }
+
+    /// Append `k`, `v` (`[1, kv_heads, n, head_dim]`) for `layer` and return views of the whole cache.
+    /// The length advances once every layer has been written (`commit`).
+    fn update(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor) {
+        let n = k.size()[2];
+        if layer == self.keys.len() {
+            let mut s = k.size();
+            s[2] = self.capacity.max(self.len + n).max(16);
+            self.keys
+                .push(Tensor::zeros(s.as_slice(), (k.kind(), k.device())));
+            self.values
+                .push(Tensor::zeros(s.as_slice(), (v.kind(), v.device())));
+            self.capacity = s[2];
+        }
+        if self.len + n > self.capacity {
+            self.grow_to((self.len + n).max(self.capacity * 2));
+        }
+        let _ = self.keys[layer].narrow(2, self.len, n).copy_(k);
+        let _ = self.values[layer].narrow(2, self.len, n).copy_(v);
+        (
+            self.keys[layer].narrow(2, 0, self.len + n),
+            self.values[layer].narrow(2, 0, self.len + n),
+        )
+    }
+
+    fn commit(&mut self, n: i64) {
+        self.len += n;
+    }
+
+    /// Forget positions from `len` on (keeps the storage).
+    pub fn truncate(&mut self, len: i64) {
+        self.len = self.len.min(len);
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+struct DecoderLayer {
+    input_norm: RmsNorm,
+    post_norm: RmsNorm,
+    attn: Attention,
+    mlp: GatedMlp,
+}
+
+/// What a forward pass should do besides computing hidden states.
+#[derive(Default)]
+pub struct ForwardOptions<'a> {
+    pub observer: Option<&'a mut dyn AttentionObserver>,
+    /// `[layers, hidden]` in model dtype, already scaled by the steering weight: added to every
+    /// layer's attention output.
+    pub steering: Option<&'a Tensor>,
+    /// Keep every layer's full attention probabilities (`[1, heads, q, kv]`, eager path only).
+    pub keep_probs: bool,
+    /// Keep every layer's output hidden state (index 0 = embeddings).
+    pub keep_hidden: bool,
+}
+
+#[derive(Default)]
+pub struct ForwardExtras {
+    pub probs: Vec<Tensor>,
+    pub hidden: Vec<Tensor>,
+}
+
+pub struct TextModel {
+    pub cfg: TextConfig,
+    embed: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    rope: TextRope,
+    placement: Placement,
+}
+
+impl TextModel {
+    pub fn load(w: &Weights, p: Placement, cfg: &TextConfig) -> Result<Self> {
+        let d = cfg.hidden_size as i64;
+        let heads = cfg.num_attention_heads as i64;
+        let kv_heads = cfg.num_key_value_heads as i64;
+        let head_dim = cfg.head_dim as i64;
+        if heads % kv_heads != 0 {
+            bail!("num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}");
+        }
+        let embed = p.load(w, "model.embed_tokens.weight", &[cfg.vocab_size as i64, d])?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let pre = format!("model.layers.{i}");
+            let lin = |name: &str, i_dim, o_dim, bias| {
+                Linear::load(w, p, &format!("{pre}.self_attn.{name}"), i_dim, o_dim, bias)
+            };
+            layers.push(DecoderLayer {
+                input_norm: RmsNorm::load(w, p, &format!("{pre}.input_layernorm"), d, cfg.rms_norm_eps)?,
+                post_norm: RmsNorm::load(
+                    w,
+                    p,
+                    &format!("{pre}.post_attention_layernorm"),
+                    d,
+                    cfg.rms_norm_eps,
+                )?,
+                attn: Attention {
+                    q: lin("q_proj", d, heads * head_dim, true)?,
+                    k: lin("k_proj", d, kv_heads * head_dim, true)?,
+                    v: lin("v_proj", d, kv_heads * head_dim, true)?,
+                    o: lin("o_proj", heads * head_dim, d, false)?,
+                    heads,
+                    kv_heads,
+                    head_dim,
+                },
+                mlp: GatedMlp::load(w, p, &format!("{pre}.mlp"), d, cfg.intermediate_size as i64, false)?,
+            });
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed,
+            layers,
+            norm: RmsNorm::load(w, p, "model.norm", d, cfg.rms_norm_eps)?,
+            rope: TextRope::new(cfg.rope_theta, head_dim, &cfg.mrope_section, p.device),
+            placement: p,
+        })
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn embed_weight(&self) -> &Tensor {
+        &self.embed
+    }
+
+    /// Token embeddings `[1, n, hidden]`.
+    pub fn embed(&self, ids: &[i64]) -> Tensor {
+        let ids = Tensor::from_slice(ids)
+            .to_device(self.placement.device)
+            .unsqueeze(0);
+        Tensor::embedding(&self.embed, &ids, -1, false, false)
+    }
+
+    /// Run the decoder over `embeds` `[1, n, hidden]` at `positions` `[3, 1, n]`, appending to the
+    /// cache. With an empty cache the pass is causal over the `n` positions; with a non-empty cache
+    /// `n` must be 1 (forced text is fed one token at a time). Returns the final-norm hidden states.
+    pub fn forward(
+        &self,
+        embeds: &Tensor,
+        positions: &Tensor,
+        cache: &mut KvCache,
+        attn_impl: AttnImpl,
+        mut opts: ForwardOptions<'_>,
+    ) -> Result<(Tensor, ForwardExtras)> {
+        let n = embeds.size()[1];
+        if !cache.is_empty() && n != 1 {
+            bail!("decoding on a non-empty cache takes one token at a time (got {n})");
+        }
+        let (cos, sin) = self.rope.cos_sin(positions, self.placement.kind);
+        let mut extras = ForwardExtras::default();
+        let mut x = embeds.shallow_clone();
+        if opts.keep_hidden {
+            extras.hidden.push(x.squeeze_dim(0));
+        }
+        let eager = attn_impl == AttnImpl::Eager || opts.keep_probs;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_norm.forward(&x);
+            let (mut a, probs) = layer.attn.forward(
+                &h,
+                &cos,
+                &sin,
+                cache,
+                i,
+                eager,
+                reborrow(&mut opts.observer),
+            );
+            if let Some(p) = probs.filter(|_| opts.keep_probs) {
+                extras.probs.push(p);
+            }
+            if let Some(s) = opts.steering {
+                a = a + s.get(i as i64);
+            }
+            x = x + a;
+            if let Some(obs) = reborrow(&mut opts.observer) {
+                if obs.wants_residual() {
+                    obs.on_residual(i, &x);
+                }
+            }
+            x = &x + layer.mlp.forward(&layer.post_norm.forward(&x));
+            if opts.keep_hidden {
+                extras.hidden.push(x.squeeze_dim(0));
+            }
+        }
+        cache.commit(n);
+        let out = self.norm.forward(&x);
+        if opts.keep_hidden {
+            // Hugging Face reports the final-norm output as the last hidden state
+            if let Some(last) = extras.hidden.last_mut() {
+                *last = out.squeeze_dim(0);
+            }
+        }
+        Ok((out, extras))
+    }
+}
+
+impl Attention {
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: &mut KvCache,
+        layer: usize,
+        eager: bool,
+        observer: Option<&mut dyn AttentionObserver>,
+    ) -> (Tensor, Option<Tensor>) {
+        let (b, n) = (x.size()[0], x.size()[1]);
+        let q = self
+            .q
+            .forward(x)
+            .view([b, n, -1, self.head_dim])
+            .transpose(1, 2);
+        let k = self
+            .k
+            .forward(x)
+            .view([b, n, -1, self.head_dim])
+            .transpose(1, 2);
+        let v = self
+            .v
+            .forward(x)
+            .view([b, n, -1, self.head_dim])
+            .transpose(1, 2);
+        let q = apply_rotary(&q, cos, sin);
+        let k = apply_rotary(&k, cos, sin);
+        let fresh = cache.is_empty();
+        let (keys, values) = cache.update(layer, &k, &v);
+        let scaling = (self.head_dim as f64).powf(-0.5);
+        if let Some(obs) = observer {
+            if obs.wants_layer(layer) {
+                obs.on_attention(layer, &q, &keys, scaling);
+            }
+        }
+        let groups = self.heads / self.kv_heads;
+        let (out, probs) = if eager {
+            let kr = repeat_kv(&keys, groups);
+            let vr = repeat_kv(&values, groups);
+            let mut w = q.matmul(&kr.transpose(2, 3)) * scaling;
+            if fresh && n > 1 {
+                let mask = causal_mask(n, w.kind(), w.device());
+                w = w + mask;
+            }
+            let probs = w.softmax(-1, Kind::Float).to_kind(q.kind());
+            (probs.matmul(&vr), Some(probs))
+        } else {
+            let out = Tensor::scaled_dot_product_attention(
+                &q,
+                &keys,
+                &values,
+                None::<Tensor>,
+                0.0,
+                fresh && n > 1,
+                scaling,
+                groups > 1,
+            );
+            (out, None)
+        };
+        let out = out.transpose(1, 2).contiguous().reshape([b, n, -1]);
+        (self.o.forward(&out), probs)
+    }
+}
+
+/// `[b, kv_heads, L, d]` → `[b, kv_heads * groups, L, d]` (each kv head repeated `groups` times).
+fn repeat_kv(x: &Tensor, groups: i64) -> Tensor {
+    if groups == 1 {
+        return x.shallow_clone();
+    }
+    let s = x.size();
+    x.unsqueeze(2)
+        .expand([s[0], s[1], groups, s[2], s[3]], false)
+        .reshape([s[0], s[1] * groups, s[2], s[3]])
+}
+
+/// Additive causal mask `[n, n]`: 0 on and below the diagonal, the dtype's minimum above.
+fn causal_mask(n: i64, kind: Kind, device: tch::Device) -> Tensor {
+    let min = match kind {
+        Kind::BFloat16 => -3.3895313892515355e38,
+        Kind::Half => -65504.0,
+        Kind::Double => f64::MIN,
+        _ => f32::MIN as f64,
+    };
+    Tensor::ones([n, n], (Kind::Bool, device))
+        .triu(1)
+        .to_kind(kind)
+        * min
+}

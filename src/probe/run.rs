@@ -1,0 +1,134 @@
+//! One traced generation from image + prompt to a saved trace, and the prompt-only analysis.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use ndarray::Array2;
+use tch::Tensor;
+
+use super::capture::{Probe, ProbeConfig, VisionProbe};
+use super::record::{finish_meta, trace_arrays, trace_meta};
+use super::roles::prompt_roles;
+use crate::generate::{GenerateConfig, Generation, Generator, Hooks};
+use crate::model::ForwardOptions;
+use crate::runtime::{Prompt, Runtime};
+use crate::trace::{TraceArrays, TraceMeta, TraceWriter};
+
+pub struct TraceRequest<'a> {
+    pub image: &'a Path,
+    pub prompt: &'a str,
+    pub system: Option<&'a str>,
+    pub generate: GenerateConfig,
+    pub probe: ProbeConfig,
+    /// also capture the vision tower's attention
+    pub vision: bool,
+    /// `[layers, hidden]`, already scaled by the steering weight
+    pub steering: Option<&'a Tensor>,
+    /// write the trace here (refusing an existing directory unless `force`)
+    pub out: Option<&'a Path>,
+    pub force: bool,
+    /// merged into trace.json's settings
+    pub settings: serde_json::Value,
+}
+
+pub struct TracedRun {
+    pub generation: Generation,
+    pub meta: TraceMeta,
+    pub arrays: TraceArrays,
+    pub dir: Option<PathBuf>,
+}
+
+fn new_probe(rt: &Runtime, prompt_ids: &[i64], prompt: &Prompt, cfg: ProbeConfig, max_steps: usize) -> Result<Probe> {
+    let c = &rt.config.text;
+    Probe::new(
+        cfg,
+        rt.model.num_layers(),
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        &prompt_roles(&prompt.spans, prompt_ids.len()),
+        prompt.spans.visual,
+        max_steps,
+        rt.model.device,
+    )
+}
+
+/// Generate with the probe attached and (optionally) save the trace.
+pub fn traced_generation(rt: &Runtime, req: &TraceRequest<'_>, on_text: &mut dyn FnMut(&str)) -> Result<TracedRun> {
+    let prompt = rt.prepare(req.image, req.prompt, req.system)?;
+    let generator = Generator::new(&rt.model, &rt.tokenizer);
+    let ids = generator.prompt_ids(&prompt.input_ids, &req.generate)?;
+    let mut probe = new_probe(rt, &ids, &prompt, req.probe.clone(), req.generate.max_new_tokens)?;
+    let mut vision = req.vision.then(|| {
+        VisionProbe::new(
+            prompt.image.grid_thw(),
+            rt.config.vision.spatial_merge_size as i64,
+            rt.model.vision.depth(),
+        )
+    });
+    let mut settings = serde_json::json!({
+        "sampling": req.generate.sampling,
+        "max_new_tokens": req.generate.max_new_tokens,
+        "min_new_tokens": req.generate.min_new_tokens,
+        "tags": req.generate.tags,
+        "length_control": req.generate.length,
+        "per_head": req.probe.per_head,
+        "f32_probs": req.probe.f32_probs,
+        "attn_impl": format!("{:?}", rt.model.attn_impl).to_lowercase(),
+    });
+    if let (Some(m), serde_json::Value::Object(extra)) = (settings.as_object_mut(), &req.settings) {
+        for (k, v) in extra {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    let layers: Vec<usize> = if req.probe.layers.is_empty() {
+        (0..rt.model.num_layers()).collect()
+    } else {
+        let mut l = req.probe.layers.clone();
+        l.sort_unstable();
+        l.dedup();
+        l
+    };
+    let mut meta = trace_meta(rt, &prompt, &layers, req.probe.window, settings);
+    let writer = match req.out {
+        Some(dir) => Some(TraceWriter::create(dir, &meta, req.force)?),
+        None => None,
+    };
+    let hooks = Hooks {
+        observer: Some(&mut probe),
+        vision: vision.as_mut().map(|v| v as &mut dyn crate::model::VisionObserver),
+        steering: req.steering,
+    };
+    let generation = generator.run(&ids, &[prompt.image.input()], &req.generate, hooks, on_text)?;
+    let mut pa = probe.arrays();
+    pa.vision_attention = vision.map(|v| v.rows());
+    finish_meta(&mut meta, ids.len(), &prompt, &generation, pa.steps);
+    let prompt_role = (pa.steps > 0).then(|| {
+        let n = layers.len() * super::ROLE_NAMES.len();
+        Array2::from_shape_vec((layers.len(), super::ROLE_NAMES.len()), pa.role_attention[..n].to_vec())
+            .expect("step 0 holds layers x roles values")
+    });
+    let arrays = trace_arrays(&pa, prompt.image.info.grid_thw, prompt_role)?;
+    let dir = match writer {
+        Some(w) => Some(w.finish(&meta, &arrays)?),
+        None => None,
+    };
+    Ok(TracedRun {
+        generation,
+        meta,
+        arrays,
+        dir,
+    })
+}
+
+/// The reference layer analysis: the last prompt token's head-mean attention mass per role
+/// (system, visual, instruction, ...) for every decoder layer, from one prefill. `[layers, roles]`.
+pub fn prompt_allocation(rt: &Runtime, image: &Path, question: &str, system: Option<&str>) -> Result<Array2<f32>> {
+    let prompt = rt.prepare(image, question, system)?;
+    let mut probe = new_probe(rt, &prompt.input_ids, &prompt, ProbeConfig::default(), 1)?;
+    let opts = ForwardOptions {
+        observer: Some(&mut probe),
+        ..Default::default()
+    };
+    let _ = rt.model.prefill(&prompt.input_ids, &[prompt.image.input()], 0, opts, None)?;
+    let pa = probe.arrays();
+    Array2::from_shape_vec((pa.layers.len(), super::ROLE_NAMES.len()), pa.role_attention).context("allocation shape")
+}

@@ -1,0 +1,168 @@
+//! A loaded checkpoint ready to run: config, tokenizer, chat template, image preprocessor settings
+//! and the model on its device, plus prompt preparation (template rendering, image-pad expansion,
+//! role spans of the prompt).
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::{resolve_model, ChatTemplate, ModelConfig, TextTokenizer, Weights};
+use crate::model::{ImageInput, Qwen2_5Vl};
+use crate::preprocess::{self, ImageProcessorConfig, PreprocessedImage};
+
+/// The demo checkpoint bundled with rhlens (random weights).
+pub fn demo_model_dir() -> PathBuf {
+    // next to the binary's source tree: assets/demo-model
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join("demo-model")
+}
+
+/// The demo image bundled with rhlens.
+pub fn demo_image() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join("demo.png")
+}
+
+pub struct Runtime {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    pub tokenizer: TextTokenizer,
+    pub template: ChatTemplate,
+    pub image_config: ImageProcessorConfig,
+    pub model: Qwen2_5Vl,
+}
+
+/// Half-open token ranges of the prompt's parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptSpans {
+    /// everything before the first image token
+    pub system: (usize, usize),
+    /// the image tokens
+    pub visual: (usize, usize),
+    /// everything after the image up to and including the assistant header
+    pub instruction: (usize, usize),
+}
+
+pub struct PreparedImage {
+    pub path: PathBuf,
+    pub pixel_values: Tensor,
+    pub info: PreprocessedImage,
+}
+
+impl PreparedImage {
+    pub fn grid_thw(&self) -> [i64; 3] {
+        let g = self.info.grid_thw;
+        [g[0] as i64, g[1] as i64, g[2] as i64]
+    }
+
+    pub fn input(&self) -> ImageInput<'_> {
+        ImageInput {
+            pixel_values: &self.pixel_values,
+            grid_thw: self.grid_thw(),
+        }
+    }
+}
+
+pub struct Prompt {
+    pub user_text: String,
+    /// the chat template's output, before image-pad expansion
+    pub rendered: String,
+    pub input_ids: Vec<i64>,
+    pub image: PreparedImage,
+    pub spans: PromptSpans,
+}
+
+impl Runtime {
+    /// Load `model` (a directory or a hub id) in `kind` on `device`.
+    pub fn load(model: &str, kind: Kind, device: Device) -> Result<Self> {
+        let dir = resolve_model(model)?;
+        if !dir.is_dir() {
+            bail!("model directory {} does not exist", dir.display());
+        }
+        let config = ModelConfig::from_dir(&dir)?;
+        let tokenizer = TextTokenizer::from_dir(&dir)?;
+        let template = ChatTemplate::from_dir(&dir)?;
+        let pp = dir.join("preprocessor_config.json");
+        let image_config = if pp.exists() {
+            ImageProcessorConfig::from_file(&pp)?
+        } else {
+            ImageProcessorConfig::default()
+        };
+        let weights = Weights::open(&dir)?;
+        let model = Qwen2_5Vl::load(&config, &weights, kind, device)
+            .with_context(|| format!("loading {}", dir.display()))?;
+        Ok(Self {
+            dir,
+            config,
+            tokenizer,
+            template,
+            image_config,
+            model,
+        })
+    }
+
+    /// Load and preprocess an image as the checkpoint's processor would.
+    pub fn prepare_image(&self, path: &Path) -> Result<PreparedImage> {
+        let img = preprocess::load_image(path)?;
+        let info = preprocess::preprocess(&img, &self.image_config)
+            .with_context(|| format!("preprocessing {}", path.display()))?;
+        let pixel_values = Tensor::from_slice(&info.pixel_values)
+            .view([info.n_patches as i64, info.patch_dim as i64]);
+        Ok(PreparedImage {
+            path: path.to_path_buf(),
+            pixel_values,
+            info,
+        })
+    }
+
+    /// Render the chat template for one image + `prompt`, expand the image placeholder to one token
+    /// per merged patch, tokenize, and label the prompt's spans.
+    pub fn prepare(&self, image: &Path, prompt: &str, system: Option<&str>) -> Result<Prompt> {
+        if prompt.trim().is_empty() {
+            bail!("the prompt is empty: pass the question with --prompt");
+        }
+        let image = self.prepare_image(image)?;
+        let rendered = self.template.render(system, prompt)?;
+        let pad = self
+            .tokenizer
+            .id_to_token(self.config.image_token_id)
+            .with_context(|| {
+                format!(
+                    "the tokenizer has no token for image_token_id {}",
+                    self.config.image_token_id
+                )
+            })?;
+        let parts: Vec<&str> = rendered.split(pad.as_str()).collect();
+        if parts.len() != 2 {
+            bail!(
+                "the chat template rendered {} image placeholders `{pad}` for one image",
+                parts.len() - 1
+            );
+        }
+        let merge = self.config.vision.spatial_merge_size;
+        let g = image.info.grid_thw;
+        let n_image = g[0] * g[1] * g[2] / (merge * merge);
+        let mut input_ids = self.tokenizer.encode(parts[0])?;
+        let start = input_ids.len();
+        input_ids.extend(std::iter::repeat(self.config.image_token_id).take(n_image));
+        let end = input_ids.len();
+        input_ids.extend(self.tokenizer.encode(parts[1])?);
+        let spans = PromptSpans {
+            system: (0, start),
+            visual: (start, end),
+            instruction: (end, input_ids.len()),
+        };
+        Ok(Prompt {
+            user_text: prompt.to_string(),
+            rendered,
+            input_ids,
+            image,
+            spans,
+        })
+    }
+
+    /// The note every output made with random weights carries.
+    pub fn random_weights_note(&self) -> Option<&'static str> {
+        self.config
+            .random_weights
+            .then_some("note: this checkpoint has random weights (rhlens demo/test model): its text is meaningless")
+    }
+}

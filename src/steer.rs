@@ -1,0 +1,193 @@
+//! Latent state steering: a per-layer direction in the residual stream (right after attention)
+//! that separates long thinking from short thinking, and its use during generation.
+//!
+//! direction[l] = mean over long examples − mean over short examples, where an example's vector is
+//! the mean, over its thinking tokens, of layer l's residual stream right after the attention
+//! block (teacher-forced on the example's own text). Not normalised, as in the paper.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::model::{AttentionObserver, ForwardOptions};
+use crate::runtime::Runtime;
+
+/// One generation as rhlens records it (a line of `eval`'s results, a sweep row, or
+/// `generate --json` with `image` and `prompt` added).
+#[derive(Debug, Clone, Deserialize)]
+pub struct GenerationRecord {
+    pub image: PathBuf,
+    pub prompt: String,
+    #[serde(default)]
+    pub system: Option<String>,
+    /// exact generated ids (preferred)
+    #[serde(default)]
+    pub generated_ids: Option<Vec<i64>>,
+    /// the thinking text (used when ids are absent)
+    #[serde(default, alias = "thinking_text")]
+    pub thinking: Option<String>,
+    pub think_tokens: usize,
+}
+
+/// Reads a JSONL of generation records; image paths are relative to the file's directory.
+pub fn read_records(path: &Path) -> Result<Vec<GenerationRecord>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut r: GenerationRecord = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a generation record", path.display(), i + 1))?;
+        if r.image.is_relative() && !r.image.exists() {
+            r.image = base.join(&r.image);
+        }
+        if r.generated_ids.is_none() && r.thinking.is_none() {
+            bail!("{}:{}: the record has neither generated_ids nor thinking text", path.display(), i + 1);
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// Sums the residual stream over a range of positions, per layer.
+struct ResidualMean {
+    range: (i64, i64),
+    sums: Vec<Option<Tensor>>,
+}
+
+impl AttentionObserver for ResidualMean {
+    fn wants_layer(&self, _layer: usize) -> bool {
+        false
+    }
+    fn on_attention(&mut self, _: usize, _: &Tensor, _: &Tensor, _: f64) {}
+    fn wants_residual(&self) -> bool {
+        true
+    }
+    fn on_residual(&mut self, layer: usize, hidden: &Tensor) {
+        let (a, b) = self.range;
+        let m = hidden
+            .squeeze_dim(0)
+            .narrow(0, a, b - a)
+            .to_kind(Kind::Float)
+            .mean_dim([0i64].as_slice(), false, None::<Kind>);
+        self.sums[layer] = Some(m);
+    }
+}
+
+/// Per-layer mean residual (after attention) over the thinking tokens of one record: `[layers, hidden]`.
+pub fn thinking_residual(rt: &Runtime, rec: &GenerationRecord) -> Result<Tensor> {
+    let prompt = rt.prepare(&rec.image, &rec.prompt, rec.system.as_deref())?;
+    let (gen, n_think) = match &rec.generated_ids {
+        Some(ids) => (ids.clone(), rec.think_tokens.min(ids.len())),
+        None => {
+            let ids = rt.tokenizer.encode(rec.thinking.as_deref().unwrap_or_default())?;
+            let n = ids.len();
+            (ids, n)
+        }
+    };
+    if n_think == 0 {
+        bail!("a record has no thinking tokens");
+    }
+    let mut ids = prompt.input_ids.clone();
+    let p = ids.len() as i64;
+    ids.extend(&gen[..n_think]);
+    let mut obs = ResidualMean {
+        range: (p, p + n_think as i64),
+        sums: (0..rt.model.num_layers()).map(|_| None).collect(),
+    };
+    let _ = rt.model.prefill(
+        &ids,
+        &[prompt.image.input()],
+        0,
+        ForwardOptions {
+            observer: Some(&mut obs),
+            ..Default::default()
+        },
+        None,
+    )?;
+    let rows: Vec<Tensor> = obs.sums.into_iter().map(|t| t.expect("every layer reports")).collect();
+    Ok(Tensor::stack(&rows, 0).to_device(Device::Cpu))
+}
+
+pub struct Direction {
+    /// `[layers, hidden]` float32
+    pub direction: Tensor,
+    pub n_long: usize,
+    pub n_short: usize,
+}
+
+/// Long-minus-short direction from records with `think_tokens > long_min` and `< short_max`.
+pub fn compute_direction(
+    rt: &Runtime,
+    records: &[GenerationRecord],
+    long_min: usize,
+    short_max: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Direction> {
+    let long: Vec<&GenerationRecord> = records.iter().filter(|r| r.think_tokens > long_min).collect();
+    let short: Vec<&GenerationRecord> = records.iter().filter(|r| r.think_tokens < short_max).collect();
+    if long.is_empty() || short.is_empty() {
+        bail!(
+            "need at least one long (> {long_min} thinking tokens) and one short (< {short_max}) generation; found {} long and {} short among {}",
+            long.len(),
+            short.len(),
+            records.len()
+        );
+    }
+    let total = long.len() + short.len();
+    let mut done = 0;
+    let mut mean = |set: &[&GenerationRecord]| -> Result<Tensor> {
+        let mut acc: Option<Tensor> = None;
+        for r in set {
+            let v = thinking_residual(rt, r)?;
+            acc = Some(match acc {
+                Some(a) => a + v,
+                None => v,
+            });
+            done += 1;
+            progress(done, total);
+        }
+        Ok(acc.expect("non-empty") / set.len() as f64)
+    };
+    let l = mean(&long)?;
+    let s = mean(&short)?;
+    Ok(Direction {
+        direction: l - s,
+        n_long: long.len(),
+        n_short: short.len(),
+    })
+}
+
+pub fn save(d: &Direction, path: &Path) -> Result<()> {
+    let counts = Tensor::from_slice(&[d.n_long as i64, d.n_short as i64]);
+    Tensor::write_safetensors(&[("direction", &d.direction), ("counts", &counts)], path)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Load a direction and scale it for the model; `None` for weight 0 (exactly no steering).
+pub fn load_scaled(path: &Path, rt: &Runtime, weight: f64) -> Result<Option<Tensor>> {
+    if !weight.is_finite() {
+        bail!("--steer-weight must be a finite number");
+    }
+    let named = Tensor::read_safetensors(path)
+        .with_context(|| format!("reading steering direction {}", path.display()))?;
+    let Some((_, d)) = named.into_iter().find(|(n, _)| n == "direction") else {
+        bail!("{} has no `direction` tensor (make one with `rhlens direction`)", path.display());
+    };
+    let want = [rt.model.num_layers() as i64, rt.config.text.hidden_size as i64];
+    if d.size() != want {
+        bail!(
+            "steering direction {} has shape {:?} but this model needs {:?}",
+            path.display(),
+            d.size(),
+            want
+        );
+    }
+    if weight == 0.0 {
+        return Ok(None);
+    }
+    Ok(Some((d * weight).to_kind(rt.model.kind).to_device(rt.model.device)))
+}

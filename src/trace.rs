@@ -1,0 +1,817 @@
+//! The trace: the saved record of one generation, read back by `rhlens figures` and by Python.
+//!
+//! A trace is a directory holding two files:
+//! - `trace.json`: [`TraceMeta`], the metadata (model, image geometry, prompt, token role spans,
+//!   generated ids and text, events, settings);
+//! - `attention.safetensors`: [`TraceArrays`], float32 arrays of attention mass (see the field
+//!   docs for shapes).
+//!
+//! [`TraceWriter`] writes `trace.json` with `"complete": false` as soon as a run starts and
+//! replaces both files atomically (temporary file + rename) when it ends, so a directory whose
+//! `trace.json` says `complete: false` is recognisably the remains of an interrupted run.
+//! [`Trace::read`] checks the format, the version and that every array's shape agrees with the
+//! metadata, and refuses partial traces unless asked ([`Trace::read_allow_partial`]).
+//!
+//! Python: `json.load(open(dir + "/trace.json"))` and
+//! `safetensors.numpy.load_file(dir + "/attention.safetensors")`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array2, Array3, Array4, ArrayD, IxDyn};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+
+/// Value of `trace.json`'s `format` field.
+pub const TRACE_FORMAT: &str = "rhlens-trace";
+/// The trace format version this build writes and reads.
+pub const TRACE_FORMAT_VERSION: u32 = 1;
+/// Metadata file name inside a trace directory.
+pub const TRACE_JSON: &str = "trace.json";
+/// Array file name inside a trace directory.
+pub const ATTENTION_FILE: &str = "attention.safetensors";
+/// The token roles in their usual array order.
+pub const DEFAULT_ROLES: [&str; 5] = ["system", "visual", "instruction", "reasoning", "answer"];
+
+/// Array names inside `attention.safetensors`.
+pub mod names {
+    pub const ROLE_ATTENTION: &str = "role_attention";
+    pub const ROLE_ATTENTION_HEADS: &str = "role_attention_heads";
+    pub const VISUAL_ATTENTION: &str = "visual_attention";
+    pub const VISUAL_ATTENTION_WINDOWS: &str = "visual_attention_windows";
+    pub const VISUAL_ATTENTION_HEADS: &str = "visual_attention_heads";
+    pub const VISION_ATTENTION: &str = "vision_attention";
+    pub const PROMPT_ROLE_ATTENTION: &str = "prompt_role_attention";
+}
+
+/// Errors reading or writing a trace. Every message names the directory or file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{dir} is not a trace directory: {file} is missing")]
+    MissingFile { dir: PathBuf, file: &'static str },
+    #[error("{path}: invalid trace metadata: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: format is {found:?}, expected {TRACE_FORMAT:?}")]
+    Format { path: PathBuf, found: String },
+    #[error(
+        "{path}: trace format version {found} is not supported (this rhlens reads version {TRACE_FORMAT_VERSION})"
+    )]
+    Version { path: PathBuf, found: u32 },
+    #[error("{dir} is a partial trace: the run that wrote it did not finish")]
+    Partial { dir: PathBuf },
+    #[error("{dir} is a partial trace and holds no attention arrays yet")]
+    PartialWithoutArrays { dir: PathBuf },
+    #[error("{dir} already exists and is not empty; choose another directory or force overwriting")]
+    Exists { dir: PathBuf },
+    #[error("{path}: {msg}")]
+    Safetensors { path: PathBuf, msg: String },
+    #[error("{path}: required array `{name}` is missing")]
+    MissingArray { path: PathBuf, name: &'static str },
+    #[error("{dir}: inconsistent trace: {msg}")]
+    Shape { dir: PathBuf, msg: String },
+}
+
+/// The model that produced the trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ModelInfo {
+    /// Checkpoint directory as given on the command line.
+    pub path: String,
+    /// `model_type` from the checkpoint's config (e.g. `qwen2_5_vl`).
+    pub model_type: String,
+    /// Compute dtype: `f32`, `bf16` or `f16`.
+    pub dtype: String,
+    /// Device the model ran on (`cpu`, `cuda:0`, ...).
+    pub device: String,
+    /// True for the bundled demo checkpoint (random weights): every figure says so.
+    pub random_weights: bool,
+    /// Decoder layers of the model (captured or not).
+    pub num_layers: usize,
+    /// Query heads per decoder layer.
+    pub num_heads: usize,
+}
+
+/// The input image and its geometry through preprocessing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ImageInfo {
+    /// Image file as given on the command line (figures resolve a relative path against the
+    /// working directory, then against the trace directory).
+    pub path: String,
+    /// Original width in pixels.
+    pub width: u32,
+    /// Original height in pixels.
+    pub height: u32,
+    /// Width after smart_resize (a multiple of 28 for Qwen2.5-VL).
+    pub resized_width: u32,
+    /// Height after smart_resize.
+    pub resized_height: u32,
+    /// `image_grid_thw`: temporal, height and width in 14-pixel patches (before merging).
+    pub grid_thw: [usize; 3],
+    /// Merged-token grid `[rows, cols]` = `[grid_h / 2, grid_w / 2]`; `rows × cols` image tokens.
+    pub merged_grid: [usize; 2],
+}
+
+/// A half-open range `[start, end)` of token positions (prompt positions first, then generated
+/// positions: generated token `s` sits at position `prompt_tokens + s`) labelled with a role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleSpan {
+    pub role: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// What happened at a generation step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The thinking block opened.
+    ThinkStart,
+    /// The model closed the thinking block itself.
+    ThinkEnd,
+    /// Length control closed the thinking block (budget reached).
+    ForcedThinkEnd,
+    /// Length control inserted a "Wait" continuation.
+    Wait,
+    /// The answer began.
+    AnswerStart,
+}
+
+impl EventKind {
+    /// Words for legends.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EventKind::ThinkStart => "thinking starts",
+            EventKind::ThinkEnd => "thinking ends",
+            EventKind::ForcedThinkEnd => "thinking cut (budget)",
+            EventKind::Wait => "\"Wait\" inserted",
+            EventKind::AnswerStart => "answer starts",
+        }
+    }
+}
+
+/// One event of the generation, at step `step` (the query that produced generated token `step`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceEvent {
+    pub step: usize,
+    pub kind: EventKind,
+    /// The text concerned (the inserted "Wait" text, the tag, ...).
+    #[serde(default)]
+    pub text: String,
+}
+
+/// `trace.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceMeta {
+    /// Always [`TRACE_FORMAT`].
+    pub format: String,
+    /// Always [`TRACE_FORMAT_VERSION`] when written by this build.
+    pub format_version: u32,
+    /// False while the run is in progress or if it was interrupted.
+    pub complete: bool,
+    pub model: ModelInfo,
+    pub image: ImageInfo,
+    /// The user's prompt text.
+    pub prompt: String,
+    /// The prompt after the chat template (what the model saw).
+    pub rendered_prompt: String,
+    /// Role names in array order (the last axis of `role_attention`).
+    pub roles: Vec<String>,
+    /// Role of every token position, as half-open ranges.
+    pub spans: Vec<RoleSpan>,
+    /// Number of prompt positions.
+    pub prompt_tokens: usize,
+    /// Decoder layer indices captured, in array order (the `layers` axis of the arrays).
+    pub layers: Vec<usize>,
+    /// Steps per window of `visual_attention_windows` (None when no windows were saved).
+    pub window: Option<usize>,
+    /// Generation steps captured (the first axis of `role_attention`).
+    pub steps: usize,
+    /// Generated token ids, in order.
+    pub generated_ids: Vec<u32>,
+    /// Decoded generated text.
+    pub text: String,
+    /// The thinking part of `text`.
+    pub thinking: String,
+    /// The answer part of `text`.
+    pub answer: String,
+    /// Tokens inside the thinking block.
+    pub think_tokens: usize,
+    /// Tokens after the thinking block.
+    pub answer_tokens: usize,
+    /// Why generation stopped (`eos`, `max_new_tokens`, ...).
+    pub stop_reason: String,
+    /// Thinking boundaries and length-control insertions, in step order.
+    pub events: Vec<TraceEvent>,
+    /// Free-form settings: sampling, seed, length control.
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for TraceMeta {
+    fn default() -> Self {
+        TraceMeta {
+            format: TRACE_FORMAT.to_string(),
+            format_version: TRACE_FORMAT_VERSION,
+            complete: false,
+            model: ModelInfo::default(),
+            image: ImageInfo::default(),
+            prompt: String::new(),
+            rendered_prompt: String::new(),
+            roles: DEFAULT_ROLES.iter().map(|s| s.to_string()).collect(),
+            spans: Vec::new(),
+            prompt_tokens: 0,
+            layers: Vec::new(),
+            window: None,
+            steps: 0,
+            generated_ids: Vec::new(),
+            text: String::new(),
+            thinking: String::new(),
+            answer: String::new(),
+            think_tokens: 0,
+            answer_tokens: 0,
+            stop_reason: String::new(),
+            events: Vec::new(),
+            settings: serde_json::Map::new(),
+        }
+    }
+}
+
+impl TraceMeta {
+    /// Position of `role` in [`TraceMeta::roles`].
+    pub fn role_index(&self, role: &str) -> Option<usize> {
+        self.roles.iter().position(|r| r == role)
+    }
+
+    /// Number of image tokens (`merged_grid` rows × cols).
+    pub fn visual_tokens(&self) -> usize {
+        self.image.merged_grid[0] * self.image.merged_grid[1]
+    }
+
+    /// Reads and checks `DIR/trace.json` alone (format and version; not the arrays).
+    pub fn read(dir: &Path) -> Result<TraceMeta, TraceError> {
+        let path = dir.join(TRACE_JSON);
+        if !path.is_file() {
+            return Err(TraceError::MissingFile {
+                dir: dir.to_path_buf(),
+                file: TRACE_JSON,
+            });
+        }
+        let text = fs::read_to_string(&path).map_err(|source| TraceError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        // Check the header before the full structure so that a wrong file says so plainly.
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| TraceError::Json {
+                path: path.clone(),
+                source,
+            })?;
+        let format = value.get("format").and_then(|v| v.as_str()).unwrap_or("");
+        if format != TRACE_FORMAT {
+            return Err(TraceError::Format {
+                path,
+                found: format.to_string(),
+            });
+        }
+        let version = value
+            .get("format_version")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        if version != TRACE_FORMAT_VERSION as u64 {
+            return Err(TraceError::Version {
+                path,
+                found: version.min(u32::MAX as u64) as u32,
+            });
+        }
+        serde_json::from_value(value).map_err(|source| TraceError::Json { path, source })
+    }
+}
+
+/// The arrays of `attention.safetensors` (all float32). "Head-mean" means the mean over the
+/// model's query heads of the attention probabilities; role masses are sums over the role's
+/// key positions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceArrays {
+    /// `[steps, layers, roles]`: attention mass per role at each generated step.
+    pub role_attention: Array3<f32>,
+    /// `[steps, layers, heads, roles]`: the same per head (optional).
+    pub role_attention_heads: Option<Array4<f32>>,
+    /// `[layers, visual_tokens]`: attention on each image token, mean over all steps, in raster
+    /// order of the merged grid (`merged_grid[0] × merged_grid[1]`).
+    pub visual_attention: Array2<f32>,
+    /// `[windows, layers, visual_tokens]`: the same per window of `window` steps (optional).
+    pub visual_attention_windows: Option<Array3<f32>>,
+    /// `[layers, heads, visual_tokens]`: `visual_attention` per head (optional).
+    pub visual_attention_heads: Option<Array3<f32>>,
+    /// `[blocks, patches]`: vision-tower attention received by each patch, in raster order of
+    /// the pre-merge patch grid (`grid_thw[1] × grid_thw[2]`) (optional).
+    pub vision_attention: Option<Array2<f32>>,
+    /// `[layers, roles]`: the last prompt token's attention mass per role (prompt-only
+    /// allocation analysis) (optional).
+    pub prompt_role_attention: Option<Array2<f32>>,
+}
+
+/// A trace read from disk.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    /// The directory it was read from.
+    pub dir: PathBuf,
+    pub meta: TraceMeta,
+    pub arrays: TraceArrays,
+}
+
+impl Trace {
+    /// Reads a complete trace; a partial one (interrupted run) is an error.
+    pub fn read(dir: &Path) -> Result<Trace, TraceError> {
+        Self::read_impl(dir, false)
+    }
+
+    /// Reads a trace even if its run did not finish, provided it holds arrays (a checkpoint).
+    pub fn read_allow_partial(dir: &Path) -> Result<Trace, TraceError> {
+        Self::read_impl(dir, true)
+    }
+
+    fn read_impl(dir: &Path, allow_partial: bool) -> Result<Trace, TraceError> {
+        let meta = TraceMeta::read(dir)?;
+        let array_path = dir.join(ATTENTION_FILE);
+        if !meta.complete {
+            if !allow_partial {
+                return Err(TraceError::Partial {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            if !array_path.is_file() {
+                return Err(TraceError::PartialWithoutArrays {
+                    dir: dir.to_path_buf(),
+                });
+            }
+        }
+        if !array_path.is_file() {
+            return Err(TraceError::MissingFile {
+                dir: dir.to_path_buf(),
+                file: ATTENTION_FILE,
+            });
+        }
+        let arrays = read_arrays(&array_path)?;
+        validate(&meta, &arrays).map_err(|msg| TraceError::Shape {
+            dir: dir.to_path_buf(),
+            msg,
+        })?;
+        Ok(Trace {
+            dir: dir.to_path_buf(),
+            meta,
+            arrays,
+        })
+    }
+}
+
+/// Checks that metadata and arrays agree. Returns a message naming the first disagreement.
+pub fn validate(meta: &TraceMeta, arrays: &TraceArrays) -> Result<(), String> {
+    let n_roles = meta.roles.len();
+    if n_roles == 0 {
+        return Err("`roles` is empty".into());
+    }
+    let mut seen = HashSet::new();
+    for r in &meta.roles {
+        if !seen.insert(r.as_str()) {
+            return Err(format!("role {r:?} is listed twice in `roles`"));
+        }
+    }
+    let n_layers = meta.layers.len();
+    if n_layers == 0 {
+        return Err("`layers` is empty".into());
+    }
+    for w in meta.layers.windows(2) {
+        if w[1] <= w[0] {
+            return Err(format!(
+                "`layers` must be strictly increasing, found {} after {}",
+                w[1], w[0]
+            ));
+        }
+    }
+    if meta.model.num_layers > 0 {
+        if let Some(&l) = meta.layers.iter().find(|&&l| l >= meta.model.num_layers) {
+            return Err(format!(
+                "captured layer {l} does not exist (the model has {} layers)",
+                meta.model.num_layers
+            ));
+        }
+    }
+    let [mh, mw] = meta.image.merged_grid;
+    if mh == 0 || mw == 0 {
+        return Err(format!("merged grid {mh}x{mw} is empty"));
+    }
+    let [_, gh, gw] = meta.image.grid_thw;
+    if gh % mh != 0 || gw % mw != 0 || gh / mh != gw / mw {
+        return Err(format!(
+            "merged grid {mh}x{mw} does not divide the patch grid {gh}x{gw} evenly"
+        ));
+    }
+    let (rw, rh) = (meta.image.resized_width as usize, meta.image.resized_height as usize);
+    if rh % mh != 0 || rw % mw != 0 || rh / mh != rw / mw {
+        return Err(format!(
+            "resized image {rw}x{rh} is not covered by square tokens of the merged grid {mh}x{mw}"
+        ));
+    }
+    if meta.image.width == 0 || meta.image.height == 0 {
+        return Err("image width/height is zero".into());
+    }
+    let vt = mh * mw;
+    let steps = meta.steps;
+    if meta.generated_ids.len() != steps {
+        return Err(format!(
+            "`steps` is {steps} but {} generated ids are listed",
+            meta.generated_ids.len()
+        ));
+    }
+    let positions = meta.prompt_tokens + meta.generated_ids.len();
+    for s in &meta.spans {
+        if meta.role_index(&s.role).is_none() {
+            return Err(format!("span role {:?} is not in `roles`", s.role));
+        }
+        if s.start > s.end || s.end > positions {
+            return Err(format!(
+                "span {:?} [{}, {}) lies outside the {positions} token positions",
+                s.role, s.start, s.end
+            ));
+        }
+    }
+    for e in &meta.events {
+        if e.step > steps {
+            return Err(format!(
+                "event {:?} at step {} is after the last step {steps}",
+                e.kind, e.step
+            ));
+        }
+    }
+    let heads = meta.model.num_heads;
+    check_shape(
+        names::ROLE_ATTENTION,
+        arrays.role_attention.shape(),
+        &[steps, n_layers, n_roles],
+        "[steps, layers, roles]",
+    )?;
+    if let Some(a) = &arrays.role_attention_heads {
+        check_shape(
+            names::ROLE_ATTENTION_HEADS,
+            a.shape(),
+            &[steps, n_layers, heads, n_roles],
+            "[steps, layers, heads, roles]",
+        )?;
+    }
+    check_shape(
+        names::VISUAL_ATTENTION,
+        arrays.visual_attention.shape(),
+        &[n_layers, vt],
+        "[layers, merged_grid rows*cols]",
+    )?;
+    if let Some(a) = &arrays.visual_attention_windows {
+        let Some(w) = meta.window.filter(|&w| w > 0) else {
+            return Err(format!(
+                "`{}` is present but `window` is not set",
+                names::VISUAL_ATTENTION_WINDOWS
+            ));
+        };
+        let windows = steps.div_ceil(w);
+        check_shape(
+            names::VISUAL_ATTENTION_WINDOWS,
+            a.shape(),
+            &[windows, n_layers, vt],
+            "[ceil(steps/window), layers, visual_tokens]",
+        )?;
+    }
+    if let Some(a) = &arrays.visual_attention_heads {
+        check_shape(
+            names::VISUAL_ATTENTION_HEADS,
+            a.shape(),
+            &[n_layers, heads, vt],
+            "[layers, heads, visual_tokens]",
+        )?;
+    }
+    if let Some(a) = &arrays.vision_attention {
+        let patches = meta.image.grid_thw.iter().product::<usize>();
+        if a.shape()[1] != patches || gh * gw != patches {
+            return Err(format!(
+                "`{}` has shape {:?}: expected [blocks, {patches}] for a single-frame patch grid {gh}x{gw}",
+                names::VISION_ATTENTION,
+                a.shape()
+            ));
+        }
+    }
+    if let Some(a) = &arrays.prompt_role_attention {
+        check_shape(
+            names::PROMPT_ROLE_ATTENTION,
+            a.shape(),
+            &[n_layers, n_roles],
+            "[layers, roles]",
+        )?;
+    }
+    Ok(())
+}
+
+fn check_shape(name: &str, found: &[usize], expected: &[usize], dims: &str) -> Result<(), String> {
+    if found != expected {
+        return Err(format!(
+            "`{name}` has shape {found:?}, the metadata implies {expected:?} {dims}"
+        ));
+    }
+    Ok(())
+}
+
+fn read_arrays(path: &Path) -> Result<TraceArrays, TraceError> {
+    let bytes = fs::read(path).map_err(|source| TraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| TraceError::Safetensors {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    let get = |name: &'static str| -> Result<Option<ArrayD<f32>>, TraceError> {
+        let view = match st.tensor(name) {
+            Ok(v) => v,
+            Err(safetensors::SafeTensorError::TensorNotFound(_)) => return Ok(None),
+            Err(e) => {
+                return Err(TraceError::Safetensors {
+                    path: path.to_path_buf(),
+                    msg: format!("array `{name}`: {e}"),
+                })
+            }
+        };
+        if view.dtype() != Dtype::F32 {
+            return Err(TraceError::Safetensors {
+                path: path.to_path_buf(),
+                msg: format!("array `{name}` is {:?}, expected F32", view.dtype()),
+            });
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        ArrayD::from_shape_vec(IxDyn(view.shape()), data)
+            .map(Some)
+            .map_err(|e| TraceError::Safetensors {
+                path: path.to_path_buf(),
+                msg: format!("array `{name}`: {e}"),
+            })
+    };
+    fn dim<D: ndarray::Dimension>(
+        path: &Path,
+        name: &str,
+        a: Option<ArrayD<f32>>,
+    ) -> Result<Option<ndarray::Array<f32, D>>, TraceError> {
+        a.map(|a| {
+            let nd = a.ndim();
+            a.into_dimensionality::<D>()
+                .map_err(|_| TraceError::Safetensors {
+                    path: path.to_path_buf(),
+                    msg: format!(
+                        "array `{name}` has {nd} dimensions, expected {}",
+                        D::NDIM.unwrap_or(0)
+                    ),
+                })
+        })
+        .transpose()
+    }
+    let required = |name: &'static str| -> Result<ArrayD<f32>, TraceError> {
+        get(name)?.ok_or(TraceError::MissingArray {
+            path: path.to_path_buf(),
+            name,
+        })
+    };
+    use names::*;
+    Ok(TraceArrays {
+        role_attention: dim(path, ROLE_ATTENTION, Some(required(ROLE_ATTENTION)?))?
+            .expect("present"),
+        role_attention_heads: dim(path, ROLE_ATTENTION_HEADS, get(ROLE_ATTENTION_HEADS)?)?,
+        visual_attention: dim(path, VISUAL_ATTENTION, Some(required(VISUAL_ATTENTION)?))?
+            .expect("present"),
+        visual_attention_windows: dim(
+            path,
+            VISUAL_ATTENTION_WINDOWS,
+            get(VISUAL_ATTENTION_WINDOWS)?,
+        )?,
+        visual_attention_heads: dim(path, VISUAL_ATTENTION_HEADS, get(VISUAL_ATTENTION_HEADS)?)?,
+        vision_attention: dim(path, VISION_ATTENTION, get(VISION_ATTENTION)?)?,
+        prompt_role_attention: dim(path, PROMPT_ROLE_ATTENTION, get(PROMPT_ROLE_ATTENTION)?)?,
+    })
+}
+
+/// Serialises the arrays to safetensors bytes (little-endian float32, standard layout).
+pub fn arrays_to_bytes(arrays: &TraceArrays) -> Result<Vec<u8>, String> {
+    fn le_bytes<'a, D: ndarray::Dimension>(
+        a: &'a ndarray::Array<f32, D>,
+    ) -> (Vec<usize>, Vec<u8>) {
+        let mut out = Vec::with_capacity(a.len() * 4);
+        // iter() walks in logical (row-major) order whatever the memory layout.
+        for v in a.iter() {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        (a.shape().to_vec(), out)
+    }
+    use names::*;
+    let mut buffers: Vec<(&str, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut push = |name: &'static str, (shape, data): (Vec<usize>, Vec<u8>)| {
+        buffers.push((name, shape, data));
+    };
+    push(ROLE_ATTENTION, le_bytes(&arrays.role_attention));
+    if let Some(a) = &arrays.role_attention_heads {
+        push(ROLE_ATTENTION_HEADS, le_bytes(a));
+    }
+    push(VISUAL_ATTENTION, le_bytes(&arrays.visual_attention));
+    if let Some(a) = &arrays.visual_attention_windows {
+        push(VISUAL_ATTENTION_WINDOWS, le_bytes(a));
+    }
+    if let Some(a) = &arrays.visual_attention_heads {
+        push(VISUAL_ATTENTION_HEADS, le_bytes(a));
+    }
+    if let Some(a) = &arrays.vision_attention {
+        push(VISION_ATTENTION, le_bytes(a));
+    }
+    if let Some(a) = &arrays.prompt_role_attention {
+        push(PROMPT_ROLE_ATTENTION, le_bytes(a));
+    }
+    let mut views = Vec::new();
+    for (name, shape, data) in &buffers {
+        let view =
+            TensorView::new(Dtype::F32, shape.clone(), data).map_err(|e| format!("{name}: {e}"))?;
+        views.push((name.to_string(), view));
+    }
+    let mut metadata = HashMap::new();
+    metadata.insert("format".to_string(), TRACE_FORMAT.to_string());
+    metadata.insert(
+        "format_version".to_string(),
+        TRACE_FORMAT_VERSION.to_string(),
+    );
+    safetensors::serialize(views, &Some(metadata)).map_err(|e| e.to_string())
+}
+
+/// Writes a trace directory: [`TraceWriter::create`] when the run starts, then
+/// [`TraceWriter::checkpoint`] as often as wanted and [`TraceWriter::finish`] at the end.
+#[derive(Debug)]
+pub struct TraceWriter {
+    dir: PathBuf,
+}
+
+impl TraceWriter {
+    /// Creates `dir` (and its parents) and writes `trace.json` from `meta` with
+    /// `complete: false`. An existing non-empty `dir` is refused unless `force`, in which case
+    /// the trace files inside it are removed first (other files are left alone).
+    pub fn create(dir: &Path, meta: &TraceMeta, force: bool) -> Result<TraceWriter, TraceError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| TraceError::Io { path, source }
+        };
+        if dir.exists() {
+            if !dir.is_dir() {
+                return Err(TraceError::Io {
+                    path: dir.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "exists and is not a directory",
+                    ),
+                });
+            }
+            let non_empty = fs::read_dir(dir).map_err(io(dir))?.next().is_some();
+            if non_empty && !force {
+                return Err(TraceError::Exists {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            for name in [TRACE_JSON, ATTENTION_FILE] {
+                for p in [dir.join(name), tmp_path(dir, name)] {
+                    if p.exists() {
+                        fs::remove_file(&p).map_err(io(&p))?;
+                    }
+                }
+            }
+        } else {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let writer = TraceWriter {
+            dir: dir.to_path_buf(),
+        };
+        writer.write_meta(meta, false)?;
+        Ok(writer)
+    }
+
+    /// The trace directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Saves the state so far as a partial trace (`complete: false`), readable with
+    /// [`Trace::read_allow_partial`]. Checks shapes first.
+    pub fn checkpoint(&self, meta: &TraceMeta, arrays: &TraceArrays) -> Result<(), TraceError> {
+        self.write_all(meta, arrays, false)
+    }
+
+    /// Writes the arrays, then `trace.json` with `complete: true` (each atomically), after
+    /// checking that they agree. Returns the trace directory.
+    pub fn finish(self, meta: &TraceMeta, arrays: &TraceArrays) -> Result<PathBuf, TraceError> {
+        self.write_all(meta, arrays, true)?;
+        Ok(self.dir)
+    }
+
+    fn write_all(
+        &self,
+        meta: &TraceMeta,
+        arrays: &TraceArrays,
+        complete: bool,
+    ) -> Result<(), TraceError> {
+        let mut m = meta.clone();
+        m.format = TRACE_FORMAT.to_string();
+        m.format_version = TRACE_FORMAT_VERSION;
+        validate(&m, arrays).map_err(|msg| TraceError::Shape {
+            dir: self.dir.clone(),
+            msg,
+        })?;
+        let path = self.dir.join(ATTENTION_FILE);
+        let bytes = arrays_to_bytes(arrays).map_err(|msg| TraceError::Safetensors {
+            path: path.clone(),
+            msg,
+        })?;
+        // Arrays first: trace.json only says complete once the arrays are in place.
+        write_atomic(&self.dir, ATTENTION_FILE, &bytes)?;
+        self.write_meta(&m, complete)
+    }
+
+    fn write_meta(&self, meta: &TraceMeta, complete: bool) -> Result<(), TraceError> {
+        let mut m = meta.clone();
+        m.format = TRACE_FORMAT.to_string();
+        m.format_version = TRACE_FORMAT_VERSION;
+        m.complete = complete;
+        let path = self.dir.join(TRACE_JSON);
+        let mut text = serde_json::to_string_pretty(&m).map_err(|source| TraceError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        text.push('\n');
+        write_atomic(&self.dir, TRACE_JSON, text.as_bytes())
+    }
+}
+
+fn tmp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.tmp"))
+}
+
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), TraceError> {
+    let tmp = tmp_path(dir, name);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TraceError::Io { path, source }
+    };
+    {
+        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    let dst = dir.join(name);
+    fs::rename(&tmp, &dst).map_err(io(&dst))
+}
+
+/// Mean over steps of `role_attention`, renormalised per layer: `[layers, roles]` shares.
+/// Layers whose total mass is zero stay zero.
+pub fn mean_role_shares(role_attention: &Array3<f32>) -> Array2<f64> {
+    let (steps, layers, roles) = role_attention.dim();
+    let mut out = Array2::<f64>::zeros((layers, roles));
+    for s in 0..steps {
+        for l in 0..layers {
+            for r in 0..roles {
+                out[[l, r]] += role_attention[[s, l, r]] as f64;
+            }
+        }
+    }
+    normalise_rows(&mut out);
+    out
+}
+
+/// Renormalises every row of a `[rows, roles]` matrix to sum to one (zero rows stay zero).
+pub fn normalise_rows(a: &mut Array2<f64>) {
+    for mut row in a.rows_mut() {
+        let total: f64 = row.iter().sum();
+        if total > 0.0 {
+            row.mapv_inplace(|v| v / total);
+        }
+    }
+}
+
+/// Role names with the number of positions each covers (for summaries).
+pub fn span_lengths(meta: &TraceMeta) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for s in &meta.spans {
+        *out.entry(s.role.clone()).or_insert(0) += s.end - s.start;
+    }
+    out
+}
