@@ -4,6 +4,7 @@
 //! [`model`] runs Qwen2.5-VL on libtorch, [`generate`] drives decoding and length control,
 //! [`probe`] turns observed attention into per-role traces, [`render`] draws figures from saved
 //! files, and [`bench`] runs and scores benchmarks.
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod generate;

@@ -1,4 +1,5 @@
 //! The command line: argument parsing, progress and errors only; the work is in the library.
+pub mod bench_cmds;
 pub mod common;
 pub mod doctor;
 pub mod dump;
@@ -28,6 +29,12 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// Save the prefill's tensors (ids, pixels, positions, logits, attention) to a safetensors file
     Dump(dump::DumpArgs),
+    /// Score a run's answers (rule-based, or an OpenAI-compatible judge) and write metrics
+    Score(bench_cmds::ScoreArgs),
+    /// RH-AUC from accuracy points (CSV/JSON) or a scored run, with a bootstrap interval
+    Rhauc(bench_cmds::RhaucArgs),
+    /// Join the result shards of a split run and report anything missing or duplicated
+    Merge(bench_cmds::MergeArgs),
     /// Print the libtorch version and the devices rhlens can use
     Doctor,
 }
@@ -37,6 +44,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Dump(a) => dump::run(a),
         Command::Trace(a) => trace::run(a),
+        Command::Score(a) => bench_cmds::run_score(a),
+        Command::Rhauc(a) => bench_cmds::run_rhauc(a),
+        Command::Merge(a) => bench_cmds::run_merge(a),
         Command::Doctor => doctor::run(),
     }
 }
