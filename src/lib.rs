@@ -7,13 +7,17 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
+pub mod fsutil;
 pub mod generate;
 pub mod model;
 pub mod preprocess;
 pub mod probe;
+pub mod render;
 pub mod runtime;
 pub mod sampling;
+pub mod settings;
 pub mod steer;
+pub mod sweep;
 pub mod system;
 pub mod trace;
 

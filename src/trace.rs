@@ -195,7 +195,8 @@ pub struct TraceMeta {
     pub layers: Vec<usize>,
     /// Steps per window of `visual_attention_windows` (None when no windows were saved).
     pub window: Option<usize>,
-    /// Generation steps captured (the first axis of `role_attention`).
+    /// Generation steps captured (the first axis of `role_attention`); at most the number of
+    /// generated tokens.
     pub steps: usize,
     /// Generated token ids, in order.
     pub generated_ids: Vec<u32>,
@@ -428,9 +429,11 @@ pub fn validate(meta: &TraceMeta, arrays: &TraceArrays) -> Result<(), String> {
     }
     let vt = mh * mw;
     let steps = meta.steps;
-    if meta.generated_ids.len() != steps {
+    // Step s is the query that produced generated token s, so there are at most as many steps
+    // as generated tokens (fewer when capture was capped).
+    if steps > meta.generated_ids.len() {
         return Err(format!(
-            "`steps` is {steps} but {} generated ids are listed",
+            "`steps` is {steps} but only {} generated ids are listed",
             meta.generated_ids.len()
         ));
     }
@@ -447,10 +450,12 @@ pub fn validate(meta: &TraceMeta, arrays: &TraceArrays) -> Result<(), String> {
         }
     }
     for e in &meta.events {
-        if e.step > steps {
+        if e.step > meta.generated_ids.len() {
             return Err(format!(
-                "event {:?} at step {} is after the last step {steps}",
-                e.kind, e.step
+                "event {:?} at step {} is after the last generated token ({})",
+                e.kind,
+                e.step,
+                meta.generated_ids.len()
             ));
         }
     }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, Value};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 
 use super::error::{ensure_dir, one_line, read_json, read_text, CheckpointError, Result};
@@ -97,30 +98,57 @@ impl ChatTemplate {
 
     /// Render the rhlens prompt: an optional system message (string content) followed by one
     /// user message holding an image and the text, then the assistant header
-    /// (`add_generation_prompt=True`).
+    /// (`add_generation_prompt=True`). The messages are those of
+    /// `[{"role": "system", "content": system}, {"role": "user", "content": [{"type": "image"},
+    /// {"type": "text", "text": prompt}]}]`.
     pub fn render(&self, system: Option<&str>, prompt: &str) -> Result<String> {
+        let map = |pairs: Vec<(&str, Value)>| {
+            Value::from_object(OrderedMap(
+                pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            ))
+        };
         let mut messages = Vec::new();
         if let Some(system) = system {
-            messages.push(serde_json::json!({"role": "system", "content": system}));
+            messages.push(map(vec![
+                ("role", Value::from("system")),
+                ("content", Value::from(system)),
+            ]));
         }
-        messages.push(serde_json::json!({
-            "role": "user",
-            "content": [{"type": "image"}, {"type": "text", "text": prompt}],
-        }));
-        self.render_messages(&Json::Array(messages), true)
+        let content = vec![
+            map(vec![("type", Value::from("image"))]),
+            map(vec![
+                ("type", Value::from("text")),
+                ("text", Value::from(prompt)),
+            ]),
+        ];
+        messages.push(map(vec![
+            ("role", Value::from("user")),
+            ("content", Value::from(content)),
+        ]));
+        self.render_values(Value::from(messages), true)
     }
 
-    /// Render arbitrary messages (a JSON list of `{role, content}` objects).
-    pub fn render_messages(&self, messages: &Json, add_generation_prompt: bool) -> Result<String> {
-        if !messages.is_array() {
+    /// Render any conversation given as JSON text (a list of `{role, content, ...}` objects).
+    /// Mappings keep the key order of the text, as Python's `json.loads` does.
+    pub fn render_json(&self, messages_json: &str, add_generation_prompt: bool) -> Result<String> {
+        let messages: Ordered = serde_json::from_str(messages_json)
+            .map_err(|e| self.err(format!("messages are not valid JSON: {e}")))?;
+        if messages.0.kind() != ValueKind::Seq {
             return Err(self.err("messages must be a list"));
         }
+        self.render_values(messages.0, add_generation_prompt)
+    }
+
+    fn render_values(&self, messages: Value, add_generation_prompt: bool) -> Result<String> {
         let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
         for (name, value) in &self.special_tokens {
             ctx.insert(name.clone(), Value::from(value.as_str()));
         }
-        ctx.insert("messages".into(), json_to_value(messages));
-        ctx.insert("add_generation_prompt".into(), Value::from(add_generation_prompt));
+        ctx.insert("messages".into(), messages);
+        ctx.insert(
+            "add_generation_prompt".into(),
+            Value::from(add_generation_prompt),
+        );
         ctx.insert("tools".into(), Value::from(()));
         ctx.insert("documents".into(), Value::from(()));
         let env = environment();
@@ -134,14 +162,14 @@ impl ChatTemplate {
 
 /// Error text with the template line, without minijinja's multi-line debug dump.
 fn describe(e: &Error) -> String {
-    let mut msg = match e.detail() {
-        Some(detail) if e.kind() == ErrorKind::InvalidOperation => detail.to_string(),
-        _ => e.to_string(),
+    let mut msg = match (e.kind(), e.detail()) {
+        // raise_exception(...) and our filters: the message as written.
+        (ErrorKind::InvalidOperation, Some(detail)) => detail.to_string(),
+        (kind, Some(detail)) => format!("{kind}: {detail}"),
+        (kind, None) => kind.to_string(),
     };
-    if e.kind() == ErrorKind::InvalidOperation {
-        if let Some(line) = e.line() {
-            let _ = write!(msg, " (line {line})");
-        }
+    if let Some(line) = e.line() {
+        let _ = write!(msg, " (line {line})");
     }
     one_line(msg)
 }
@@ -153,6 +181,14 @@ fn environment() -> Environment<'static> {
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function("raise_exception", raise_exception);
     env.add_filter("tojson", tojson);
+    // Print booleans and none the way Python does (`True`, `False`, `None`).
+    env.set_formatter(|out, state, value| match value.kind() {
+        ValueKind::Bool => out
+            .write_str(if value.is_true() { "True" } else { "False" })
+            .map_err(Error::from),
+        ValueKind::None => out.write_str("None").map_err(Error::from),
+        _ => minijinja::escape_formatter(out, state, value),
+    });
     env
 }
 
@@ -169,18 +205,22 @@ fn find_template(dir: &Path) -> Result<(String, String)> {
         let json = read_json(&processor_config, "")?;
         if let Some(t) = json.get("chat_template").filter(|v| !v.is_null()) {
             let tpl = pick_template(t, &processor_config)?;
-            return Ok((tpl, format!("{} (chat_template)", processor_config.display())));
+            return Ok((
+                tpl,
+                format!("{} (chat_template)", processor_config.display()),
+            ));
         }
     }
     let legacy = dir.join("chat_template.json");
     if legacy.is_file() {
         let json = read_json(&legacy, "")?;
-        let t = json.get("chat_template").filter(|v| !v.is_null()).ok_or_else(|| {
-            CheckpointError::Template {
+        let t = json
+            .get("chat_template")
+            .filter(|v| !v.is_null())
+            .ok_or_else(|| CheckpointError::Template {
                 origin: legacy.display().to_string(),
                 msg: "has no `chat_template` key".into(),
-            }
-        })?;
+            })?;
         return Ok((pick_template(t, &legacy)?, legacy.display().to_string()));
     }
     let raw = dir.join("chat_template.jinja");
@@ -192,7 +232,10 @@ fn find_template(dir: &Path) -> Result<(String, String)> {
         let json = read_json(&tokenizer_config, "")?;
         if let Some(t) = json.get("chat_template").filter(|v| !v.is_null()) {
             let tpl = pick_template(t, &tokenizer_config)?;
-            return Ok((tpl, format!("{} (chat_template)", tokenizer_config.display())));
+            return Ok((
+                tpl,
+                format!("{} (chat_template)", tokenizer_config.display()),
+            ));
         }
     }
     Err(CheckpointError::Template {
@@ -290,32 +333,80 @@ impl Object for OrderedMap {
 
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         let key = key.as_str()?;
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Values(self.0.iter().map(|(k, _)| Value::from(k.as_str())).collect())
+        Enumerator::Values(
+            self.0
+                .iter()
+                .map(|(k, _)| Value::from(k.as_str()))
+                .collect(),
+        )
     }
 }
 
-fn json_to_value(json: &Json) -> Value {
-    match json {
-        Json::Null => Value::from(()),
-        Json::Bool(b) => Value::from(*b),
-        Json::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::from(u)
-            } else {
-                Value::from(n.as_f64().unwrap_or(f64::NAN))
+/// A template value deserialised from JSON text with mapping order preserved.
+struct Ordered(Value);
+
+impl<'de> Deserialize<'de> for Ordered {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_any(OrderedVisitor)
+    }
+}
+
+struct OrderedVisitor;
+
+impl<'de> Visitor<'de> for OrderedVisitor {
+    type Value = Ordered;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Ordered, E> {
+        Ok(Ordered(Value::from(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Ordered, E> {
+        Ok(Ordered(Value::from(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Ordered, E> {
+        Ok(Ordered(Value::from(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Ordered, E> {
+        Ok(Ordered(Value::from(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Ordered, E> {
+        Ok(Ordered(Value::from(v)))
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Ordered, E> {
+        Ok(Ordered(Value::from(())))
+    }
+    fn visit_none<E>(self) -> std::result::Result<Ordered, E> {
+        Ok(Ordered(Value::from(())))
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Ordered, D::Error> {
+        Ordered::deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Ordered, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Ordered(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Ordered(Value::from(items)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Ordered, A::Error> {
+        let mut entries: Vec<(String, Value)> = Vec::new();
+        while let Some((key, Ordered(value))) = map.next_entry::<String, Ordered>()? {
+            // A repeated key keeps its first position and takes the last value, as in Python.
+            match entries.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = value,
+                None => entries.push((key, value)),
             }
         }
-        Json::String(s) => Value::from(s.as_str()),
-        Json::Array(items) => Value::from(items.iter().map(json_to_value).collect::<Vec<_>>()),
-        Json::Object(map) => Value::from_object(OrderedMap(
-            map.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect(),
-        )),
+        Ok(Ordered(Value::from_object(OrderedMap(entries))))
     }
 }
 

@@ -132,10 +132,11 @@ impl ModelConfig {
     pub fn from_json_str(config: &str, generation_config: Option<&str>) -> Result<ModelConfig> {
         let path = Path::new("config.json");
         let gen_path = Path::new("generation_config.json");
-        let config: Value = serde_json::from_str(config).map_err(|source| CheckpointError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let config: Value =
+            serde_json::from_str(config).map_err(|source| CheckpointError::Json {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let generation = match generation_config {
             Some(text) => Some(serde_json::from_str::<Value>(text).map_err(|source| {
                 CheckpointError::Json {
@@ -172,9 +173,12 @@ impl<'a> Obj<'a> {
     fn usize_opt(&self, key: &str) -> FieldResult<Option<usize>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => as_usize(v)
-                .map(Some)
-                .ok_or_else(|| format!("`{}` must be a non-negative integer, found {v}", self.name(key))),
+            Some(v) => as_usize(v).map(Some).ok_or_else(|| {
+                format!(
+                    "`{}` must be a non-negative integer, found {v}",
+                    self.name(key)
+                )
+            }),
         }
     }
 
@@ -235,7 +239,10 @@ impl<'a> Obj<'a> {
                 .collect::<Option<Vec<_>>>()
                 .map(Some)
                 .ok_or_else(|| {
-                    format!("`{}` must be a list of non-negative integers", self.name(key))
+                    format!(
+                        "`{}` must be a list of non-negative integers",
+                        self.name(key)
+                    )
                 }),
             Some(v) => Err(format!("`{}` must be a list, found {v}", self.name(key))),
         }
@@ -293,9 +300,9 @@ fn id_list(v: &Value, name: &str) -> FieldResult<Vec<i64>> {
             .map(as_i64)
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| format!("`{name}` must be an integer or a list of integers")),
-        other => as_i64(other)
-            .map(|i| vec![i])
-            .ok_or_else(|| format!("`{name}` must be an integer or a list of integers, found {other}")),
+        other => as_i64(other).map(|i| vec![i]).ok_or_else(|| {
+            format!("`{name}` must be an integer or a list of integers, found {other}")
+        }),
     }
 }
 
@@ -369,7 +376,10 @@ fn parse(
     let vision_start_token_id = token_id("vision_start_token_id", 151652).map_err(err)?;
     let vision_end_token_id = token_id("vision_end_token_id", 151653).map_err(err)?;
 
-    let config_eos = match root.get("eos_token_id").or_else(|| text_obj.get("eos_token_id")) {
+    let config_eos = match root
+        .get("eos_token_id")
+        .or_else(|| text_obj.get("eos_token_id"))
+    {
         Some(v) => id_list(v, "eos_token_id").map_err(err)?,
         None => vec![151645],
     };
@@ -520,7 +530,9 @@ fn parse_text(t: Obj<'_>) -> FieldResult<TextConfig> {
     }
     let rope_theta = rope_theta.unwrap_or(1_000_000.0);
     if !(rope_theta.is_finite() && rope_theta > 0.0) {
-        return Err(format!("rope_theta must be a positive number, found {rope_theta}"));
+        return Err(format!(
+            "rope_theta must be a positive number, found {rope_theta}"
+        ));
     }
     let section_name = match mrope_section {
         Some(_) => format!("`{rope_prefix}mrope_section`"),
@@ -543,7 +555,9 @@ fn parse_text(t: Obj<'_>) -> FieldResult<TextConfig> {
     // Sliding-window layers are not implemented; published Qwen2.5-VL configs disable them.
     if t.bool_opt("use_sliding_window")?.unwrap_or(false) {
         let sliding = match t.get("layer_types") {
-            Some(Value::Array(types)) => types.iter().any(|x| x.as_str() == Some("sliding_attention")),
+            Some(Value::Array(types)) => types
+                .iter()
+                .any(|x| x.as_str() == Some("sliding_attention")),
             _ => t.usize_or("max_window_layers", 80)? < num_hidden_layers,
         };
         if sliding {

@@ -84,7 +84,12 @@ pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
 pub(crate) fn one_line(msg: impl std::fmt::Display) -> String {
     let s = msg.to_string();
     let mut out = String::with_capacity(s.len());
-    for (i, part) in s.lines().map(str::trim).filter(|l| !l.is_empty()).enumerate() {
+    for (i, part) in s
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
         if i > 0 {
             out.push_str("; ");
         }

@@ -104,14 +104,19 @@ impl HubOptions {
         let hf_home = get("HF_HOME").map(PathBuf::from).or_else(|| {
             get("XDG_CACHE_HOME")
                 .map(|x| PathBuf::from(x).join("huggingface"))
-                .or_else(|| get("HOME").map(|h| PathBuf::from(h).join(".cache").join("huggingface")))
+                .or_else(|| {
+                    get("HOME").map(|h| PathBuf::from(h).join(".cache").join("huggingface"))
+                })
         });
         let cache_dir = get("HF_HUB_CACHE")
             .or_else(|| get("HUGGINGFACE_HUB_CACHE"))
             .map(PathBuf::from)
             .or_else(|| hf_home.as_ref().map(|h| h.join("hub")));
         let offline = get("HF_HUB_OFFLINE").is_some_and(|v| {
-            matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
         });
         let token = get("HF_TOKEN").or_else(|| {
             let file = hf_home.as_ref()?.join("token");
@@ -167,10 +172,7 @@ pub fn resolve_model_with(spec: &str, opts: &HubOptions) -> Result<PathBuf> {
                     dir.display(),
                     missing.join(", ")
                 ),
-                _ => format!(
-                    "looked in `{}`",
-                    id.cache_folder(&cache_dir).display()
-                ),
+                _ => format!("looked in `{}`", id.cache_folder(&cache_dir).display()),
             };
             Err(CheckpointError::Hub(format!(
                 "model `{spec}` (revision {}) is not in the local Hugging Face cache and \
@@ -296,7 +298,11 @@ fn download(id: &HubId, cache_dir: &Path, opts: &HubOptions) -> Result<PathBuf> 
         .map_err(|e| hub_error(id, "fetch the file list", e))?;
     let sha = info.sha.trim().to_string();
     if sha.is_empty() || sha.contains(['/', '\\', '.']) {
-        return Err(hub_error(id, "fetch the file list", "the Hub returned no commit hash"));
+        return Err(hub_error(
+            id,
+            "fetch the file list",
+            "the Hub returned no commit hash",
+        ));
     }
     let available: std::collections::HashSet<&str> =
         info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
@@ -314,7 +320,11 @@ fn download(id: &HubId, cache_dir: &Path, opts: &HubOptions) -> Result<PathBuf> 
     let snapshot = id.cache_folder(cache_dir).join("snapshots").join(&sha);
     let sha_ref = id.cache_folder(cache_dir).join("refs").join(&sha);
     let had_sha_ref = sha_ref.exists();
-    let repo = api.repo(Repo::with_revision(id.repo.clone(), RepoType::Model, sha.clone()));
+    let repo = api.repo(Repo::with_revision(
+        id.repo.clone(),
+        RepoType::Model,
+        sha.clone(),
+    ));
     let fetch = |file: &str| -> Result<()> {
         if snapshot.join(file).is_file() {
             return Ok(());

@@ -98,7 +98,9 @@ impl TextTokenizer {
 
     /// Token string of an id.
     pub fn id_to_token(&self, id: i64) -> Option<String> {
-        u32::try_from(id).ok().and_then(|i| self.inner.id_to_token(i))
+        u32::try_from(id)
+            .ok()
+            .and_then(|i| self.inner.id_to_token(i))
     }
 
     /// Vocabulary size including added tokens (HF's `len(tokenizer)`).
@@ -153,9 +155,10 @@ impl DecodeStream<'_> {
         let id = u32::try_from(id)
             .map_err(|_| self.tokenizer.err(format!("token id {id} is out of range")))?;
         self.ids.push(id);
-        let prefix = self
-            .tokenizer
-            .decode_u32(&self.ids[self.prefix_offset..self.read_offset], self.skip_special)?;
+        let prefix = self.tokenizer.decode_u32(
+            &self.ids[self.prefix_offset..self.read_offset],
+            self.skip_special,
+        )?;
         let full = self
             .tokenizer
             .decode_u32(&self.ids[self.prefix_offset..], self.skip_special)?;
@@ -191,9 +194,10 @@ impl DecodeStream<'_> {
         if self.read_offset == self.ids.len() {
             return Ok(None);
         }
-        let prefix = self
-            .tokenizer
-            .decode_u32(&self.ids[self.prefix_offset..self.read_offset], self.skip_special)?;
+        let prefix = self.tokenizer.decode_u32(
+            &self.ids[self.prefix_offset..self.read_offset],
+            self.skip_special,
+        )?;
         let full = self
             .tokenizer
             .decode_u32(&self.ids[self.prefix_offset..], self.skip_special)?;

@@ -108,7 +108,9 @@ pub fn kind_of(dtype: Dtype) -> Option<Kind> {
 fn describe(e: &SafeTensorError) -> String {
     match e {
         SafeTensorError::HeaderTooSmall => "file shorter than the 8-byte header length".into(),
-        SafeTensorError::InvalidHeaderLength => "header length runs past the end of the file".into(),
+        SafeTensorError::InvalidHeaderLength => {
+            "header length runs past the end of the file".into()
+        }
         SafeTensorError::HeaderTooLarge => "header length is implausibly large".into(),
         SafeTensorError::InvalidHeader => "header is not UTF-8".into(),
         SafeTensorError::InvalidHeaderStart | SafeTensorError::InvalidHeaderDeserialization => {
@@ -229,7 +231,10 @@ impl Weights {
         for (stored, info) in metadata.tensors() {
             let canonical = canonical_name(&stored);
             if let Some(prev) = self.entries.get(&canonical) {
-                let prev_file = self.shards.get(prev.shard).map_or(path, |s| s.path.as_path());
+                let prev_file = self
+                    .shards
+                    .get(prev.shard)
+                    .map_or(path, |s| s.path.as_path());
                 return Err(CheckpointError::Index {
                     path: path.to_path_buf(),
                     msg: format!(
@@ -327,10 +332,11 @@ impl Weights {
                 expected: expected_shape.to_vec(),
             });
         }
-        let stored_kind = kind_of(entry.dtype).ok_or_else(|| CheckpointError::UnsupportedDtype {
-            name: canonical.clone(),
-            dtype: format!("{:?}", entry.dtype),
-        })?;
+        let stored_kind =
+            kind_of(entry.dtype).ok_or_else(|| CheckpointError::UnsupportedDtype {
+                name: canonical.clone(),
+                dtype: format!("{:?}", entry.dtype),
+            })?;
         let shard = &self.shards[entry.shard];
         let bytes = &shard.mmap[entry.start..entry.end];
         let torch_err = |e: tch::TchError| CheckpointError::Torch {
@@ -338,11 +344,12 @@ impl Weights {
             msg: super::error::one_line(e),
         };
         let elem = entry.dtype.size();
-        let aligned = (bytes.as_ptr() as usize) % elem == 0;
+        let aligned = (bytes.as_ptr() as usize).is_multiple_of(elem);
         let same_place = stored_kind == kind && device == Device::Cpu;
         if same_place || !aligned {
             // memcpy into a fresh CPU tensor (also the safe path for misaligned data).
-            let owned = Tensor::f_from_data_size(bytes, &entry.shape, stored_kind).map_err(torch_err)?;
+            let owned =
+                Tensor::f_from_data_size(bytes, &entry.shape, stored_kind).map_err(torch_err)?;
             if same_place {
                 return Ok(owned);
             }

@@ -110,9 +110,7 @@ pub struct LengthArgs {
     /// Keep thinking for at least N tokens: an early close tag is replaced by --continuation
     #[arg(long)]
     pub min_think: Option<usize>,
-    /// Reopen thinking K times when it ends, with --wait text (test-time scaling)
-    #[arg(long, default_value_t = 0)]
-    pub waits: usize,
+    /// Text inserted each time thinking is reopened by --waits (test-time scaling)
     #[arg(long, default_value = "Wait, but I'm not sure if I'm missing anything.")]
     pub wait: String,
     /// Inserted to reach --min-think
@@ -145,13 +143,21 @@ impl LengthArgs {
         cfg.length = LengthControl {
             think_budget: self.think_budget,
             min_think: self.min_think,
-            waits: self.waits,
+            waits: 0,
             wait_text: self.wait.clone(),
             continuation: self.continuation.clone(),
             answer_cue: self.answer_cue.clone(),
             open_think: self.open_think,
         };
     }
+}
+
+/// `--waits K` for single generations (sweeps take a list instead).
+#[derive(Args, Debug, Clone)]
+pub struct WaitsArg {
+    /// Reopen thinking K times when it ends, with the --wait text (test-time scaling)
+    #[arg(long, default_value_t = 0)]
+    pub waits: usize,
 }
 
 pub fn generate_config(s: &SamplingArgs, l: &LengthArgs) -> GenerateConfig {

@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs};
+use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs, WaitsArg};
 use crate::generate::Generator;
 
 #[derive(Args, Debug)]
@@ -18,6 +18,8 @@ pub struct GenerateArgs {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub length: LengthArgs,
+    #[command(flatten)]
+    pub waits: WaitsArg,
     /// Print one JSON object (text, thinking, answer, generated_ids, think_tokens, answer_tokens,
     /// stop_reason) instead of streaming text
     #[arg(long)]
@@ -28,7 +30,8 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let cfg = generate_config(&args.sampling, &args.length);
+    let mut cfg = generate_config(&args.sampling, &args.length);
+    cfg.length.waits = args.waits.waits;
     cfg.sampling.validate()?;
     cfg.tags.validate()?;
     cfg.length.validate()?;

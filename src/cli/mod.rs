@@ -1,6 +1,13 @@
 //! The command line: argument parsing, progress and errors only; the work is in the library.
 pub mod bench_cmds;
 pub mod common;
+pub mod direction;
+pub mod eval;
+pub mod figures;
+pub mod figures_hook;
+pub mod layers;
+pub mod progress;
+pub mod sweep;
 pub mod doctor;
 pub mod dump;
 pub mod generate;
@@ -29,6 +36,16 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// Save the prefill's tensors (ids, pixels, positions, logits, attention) to a safetensors file
     Dump(dump::DumpArgs),
+    /// Prompt-only attention allocation per layer over a question set (the paper's layer analysis)
+    Layers(layers::LayersArgs),
+    /// One traced generation per reasoning budget, "Wait" count or steering weight on one image
+    Sweep(sweep::SweepCmd),
+    /// Compute a latent steering direction (long minus short thinking) from recorded generations
+    Direction(direction::DirectionArgs),
+    /// Answer a benchmark (RH-Bench layout) at every setting; resumable and shardable
+    Eval(eval::EvalArgs),
+    /// Draw figures from traces, a sweep, or results files (no model needed)
+    Figures(figures::FiguresArgs),
     /// Score a run's answers (rule-based, or an OpenAI-compatible judge) and write metrics
     Score(bench_cmds::ScoreArgs),
     /// RH-AUC from accuracy points (CSV/JSON) or a scored run, with a bootstrap interval
@@ -44,6 +61,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Dump(a) => dump::run(a),
         Command::Trace(a) => trace::run(a),
+        Command::Layers(a) => layers::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Direction(a) => direction::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Figures(a) => figures::run(a),
         Command::Score(a) => bench_cmds::run_score(a),
         Command::Rhauc(a) => bench_cmds::run_rhauc(a),
         Command::Merge(a) => bench_cmds::run_merge(a),

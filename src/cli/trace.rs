@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs};
+use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs, WaitsArg};
 use crate::probe::{traced_generation, ProbeConfig, TraceRequest};
 
 #[derive(Args, Debug, Clone)]
@@ -56,6 +56,8 @@ pub struct TraceArgs {
     #[command(flatten)]
     pub length: LengthArgs,
     #[command(flatten)]
+    pub waits: WaitsArg,
+    #[command(flatten)]
     pub probe: ProbeArgs,
     /// Steering direction file (from `rhlens direction`)
     #[arg(long)]
@@ -75,7 +77,8 @@ pub struct TraceArgs {
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
-    let cfg = generate_config(&args.sampling, &args.length);
+    let mut cfg = generate_config(&args.sampling, &args.length);
+    cfg.length.waits = args.waits.waits;
     cfg.sampling.validate()?;
     cfg.tags.validate()?;
     cfg.length.validate()?;

@@ -1,0 +1,254 @@
+//! `rhlens figures`: draw every figure the given traces, sweep and metrics files allow.
+
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{ArgGroup, Args, ValueEnum};
+
+use crate::render::{
+    self, Canvas, ColorScale, Colormap, LayerSelection, LengthAxis, RenderOptions, Rendered,
+    Upsample,
+};
+use crate::trace::Trace;
+
+/// Arguments of `rhlens figures`.
+#[derive(Debug, Clone, Args)]
+#[command(group(
+    ArgGroup::new("inputs")
+        .required(true)
+        .multiple(true)
+        .args(["trace", "sweep", "results"])
+))]
+pub struct FiguresArgs {
+    /// Trace directories (from `rhlens trace`); two or more are also compared side by side
+    #[arg(long, num_args = 1.., value_name = "DIR")]
+    pub trace: Vec<PathBuf>,
+
+    /// Sweep directory (from `rhlens sweep`, holding summary.json)
+    #[arg(long, value_name = "DIR")]
+    pub sweep: Option<PathBuf>,
+
+    /// Metrics files (CSV or JSON rows: model, setting, setting_value, reasoning, perception, ...)
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    pub results: Vec<PathBuf>,
+
+    /// Output directory (created if missing; figures in it are overwritten)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Names of the traces in titles and directory names, one per --trace, in order
+    /// (default: the trace directory names)
+    #[arg(long = "label", value_name = "NAME", num_args = 1..)]
+    pub labels: Vec<String>,
+
+    /// Image to draw under the maps instead of the one recorded in the trace
+    #[arg(long, value_name = "IMG")]
+    pub image: Option<PathBuf>,
+
+    /// Also write every figure as SVG
+    #[arg(long)]
+    pub svg: bool,
+
+    /// Canvas width in layout pixels, before --scale (default: sized to the figure)
+    #[arg(long, value_name = "PX")]
+    pub width: Option<u32>,
+
+    /// Canvas height in layout pixels, before --scale (default: sized to the figure, or in
+    /// proportion to --width)
+    #[arg(long, value_name = "PX")]
+    pub height: Option<u32>,
+
+    /// Multiply the canvas and every size in it (2 = twice the resolution, for print)
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0, conflicts_with = "dpi")]
+    pub scale: f64,
+
+    /// Resolution as dots per inch, an alternative to --scale (100 dpi = scale 1)
+    #[arg(long, value_name = "DPI")]
+    pub dpi: Option<f64>,
+
+    /// Layers to draw, e.g. 0,4,8-12 (default: every captured layer)
+    #[arg(long, value_name = "LIST")]
+    pub layers: Option<LayerSelection>,
+
+    /// Opacity of the heatmap over the photograph, 0-1
+    #[arg(long, value_name = "A", default_value_t = 0.5)]
+    pub alpha: f64,
+
+    /// Colormap of heatmaps and of ordered series
+    #[arg(long, value_enum, default_value_t = ColormapArg::Viridis)]
+    pub colormap: ColormapArg,
+
+    /// Rolling-mean window, in steps, of curves along the reasoning chain (default: steps/40)
+    #[arg(long, value_name = "STEPS")]
+    pub window: Option<usize>,
+
+    /// How the token grid is spread over image pixels in overlays
+    #[arg(long, value_enum, default_value_t = UpsampleArg::Smooth)]
+    pub upsample: UpsampleArg,
+
+    /// One colour scale for all panels of a figure, or one per panel
+    #[arg(long, value_enum, default_value_t = ColorScaleArg::Shared)]
+    pub color_scale: ColorScaleArg,
+
+    /// x axis of accuracy vs reasoning length
+    #[arg(long, value_enum, default_value_t = LengthAxisArg::Auto)]
+    pub length_axis: LengthAxisArg,
+
+    /// Draw traces whose run did not finish (saved checkpoints)
+    #[arg(long)]
+    pub allow_partial: bool,
+
+    /// Print nothing but errors
+    #[arg(long)]
+    pub quiet: bool,
+
+    /// Print one JSON object {"files": [...], "notes": [...]} instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColormapArg {
+    Viridis,
+    Magma,
+    Inferno,
+    Plasma,
+    Turbo,
+    Cividis,
+}
+
+impl From<ColormapArg> for Colormap {
+    fn from(c: ColormapArg) -> Colormap {
+        match c {
+            ColormapArg::Viridis => Colormap::Viridis,
+            ColormapArg::Magma => Colormap::Magma,
+            ColormapArg::Inferno => Colormap::Inferno,
+            ColormapArg::Plasma => Colormap::Plasma,
+            ColormapArg::Turbo => Colormap::Turbo,
+            ColormapArg::Cividis => Colormap::Cividis,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UpsampleArg {
+    /// Bilinear between token centres
+    Smooth,
+    /// One flat block per token (exact token boxes)
+    Nearest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorScaleArg {
+    Shared,
+    Panel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LengthAxisArg {
+    /// Mean thinking tokens when every row has them, else the setting value
+    Auto,
+    ThinkTokens,
+    SettingValue,
+}
+
+impl FiguresArgs {
+    /// The rendering options these arguments ask for.
+    pub fn options(&self) -> Result<RenderOptions> {
+        let scale = match self.dpi {
+            Some(d) if d > 0.0 => d / 100.0,
+            Some(d) => bail!("--dpi must be positive, got {d}"),
+            None => self.scale,
+        };
+        Ok(RenderOptions {
+            canvas: Canvas {
+                width: self.width,
+                height: self.height,
+                scale,
+                png: true,
+                svg: self.svg,
+            },
+            colormap: self.colormap.into(),
+            alpha: self.alpha,
+            upsample: match self.upsample {
+                UpsampleArg::Smooth => Upsample::Smooth,
+                UpsampleArg::Nearest => Upsample::Nearest,
+            },
+            color_scale: match self.color_scale {
+                ColorScaleArg::Shared => ColorScale::Shared,
+                ColorScaleArg::Panel => ColorScale::Panel,
+            },
+            layers: self.layers.clone(),
+            window: self.window,
+            length_axis: match self.length_axis {
+                LengthAxisArg::Auto => LengthAxis::Auto,
+                LengthAxisArg::ThinkTokens => LengthAxis::ThinkTokens,
+                LengthAxisArg::SettingValue => LengthAxis::SettingValue,
+            },
+            image: self.image.clone(),
+        })
+    }
+}
+
+/// Runs `rhlens figures`.
+pub fn run(args: FiguresArgs) -> Result<()> {
+    let opts = args.options()?;
+    if !args.labels.is_empty() && args.trace.is_empty() {
+        bail!("--label names traces; pass them with --trace");
+    }
+    fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
+    let mut all = Rendered::default();
+    if !args.trace.is_empty() {
+        let labels = render::trace_labels(&args.trace, &args.labels)?;
+        let mut traces = Vec::new();
+        for (dir, label) in args.trace.iter().zip(labels) {
+            let t = if args.allow_partial {
+                Trace::read_allow_partial(dir)
+            } else {
+                Trace::read(dir)
+            }?;
+            traces.push((label, t));
+        }
+        merge(&mut all, render::render_traces(&traces, &args.out, &opts)?);
+    }
+    if let Some(dir) = &args.sweep {
+        merge(
+            &mut all,
+            render::render_sweep(dir, &args.out, &opts, args.allow_partial)?,
+        );
+    }
+    if !args.results.is_empty() {
+        let mut rows = Vec::new();
+        for f in &args.results {
+            rows.extend(render::results::read_metrics(f)?);
+        }
+        merge(&mut all, render::render_results(&rows, &args.out, &opts)?);
+    }
+    if args.json {
+        let v = serde_json::json!({
+            "files": all.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "notes": all.notes,
+        });
+        println!("{v}");
+    } else if !args.quiet {
+        for n in &all.notes {
+            eprintln!("note: {n}");
+        }
+        for f in &all.files {
+            println!("{}", f.display());
+        }
+        eprintln!(
+            "wrote {} figure files to {}",
+            all.files.len(),
+            args.out.display()
+        );
+    }
+    Ok(())
+}
+
+fn merge(all: &mut Rendered, r: Rendered) {
+    all.files.extend(r.files);
+    all.notes.extend(r.notes);
+}

@@ -1,0 +1,100 @@
+//! `rhlens sweep`: diagnose overthinking on one image across budgets, waits or steering weights.
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs};
+use super::progress::bar;
+use super::trace::ProbeArgs;
+use crate::settings::SweepArgs;
+use crate::sweep::{run_sweep, SweepRequest};
+
+#[derive(Args, Debug)]
+pub struct SweepCmd {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub sweep: SweepArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub length: LengthArgs,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    /// Generations per setting (distinct seeds; needs sampling flags for spread)
+    #[arg(long, default_value_t = 1)]
+    pub samples: usize,
+    /// Sweep directory: summary.json, summary.csv, traces/<setting>/ (resumes when it exists)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Do not draw figures
+    #[arg(long)]
+    pub no_figures: bool,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: SweepCmd) -> Result<()> {
+    let (_, settings) = args.sweep.plan()?;
+    let cfg = generate_config(&args.sampling, &args.length);
+    cfg.sampling.validate()?;
+    cfg.tags.validate()?;
+    cfg.length.validate()?;
+    let probe = args.probe.config()?;
+    if args.samples == 0 {
+        anyhow::bail!("--samples must be at least 1");
+    }
+    let rt = args.model.load()?;
+    if let Some(note) = rt.random_weights_note() {
+        eprintln!("{note}");
+    }
+    let sweep = args.sweep.resolve(&rt)?;
+    let image = args.input.image_path();
+    let req = SweepRequest {
+        image: &image,
+        prompt: &args.input.prompt,
+        system: args.input.system.as_deref(),
+        base: cfg,
+        probe,
+        samples: args.samples,
+        out: &args.out,
+    };
+    let pb = bar(settings.len() * args.samples, args.quiet);
+    let t0 = std::time::Instant::now();
+    let summary = run_sweep(&rt, &sweep, &req, &mut |done, _total, label| {
+        pb.set_position(done as u64);
+        pb.set_message(label.to_string());
+    })?;
+    pb.finish_and_clear();
+    if !args.quiet {
+        println!("{:<16} {:>6} {:>8} {:>8} {:>8} {:>8}  answer", "setting", "sample", "think", "vis%", "instr%", "reas%");
+        for r in &summary.rows {
+            let mut answer: String = r.answer.chars().take(40).collect();
+            answer = answer.replace('\n', " ");
+            println!(
+                "{:<16} {:>6} {:>8} {:>7.1}% {:>7.1}% {:>7.1}%  {}",
+                r.setting,
+                r.sample,
+                r.think_tokens,
+                100.0 * r.visual_share,
+                100.0 * r.instruction_share,
+                100.0 * r.reasoning_share,
+                answer
+            );
+        }
+    }
+    eprintln!(
+        "sweep: {} settings x {} samples in {:.1}s -> {}",
+        settings.len(),
+        args.samples,
+        t0.elapsed().as_secs_f64(),
+        args.out.join("summary.csv").display()
+    );
+    if !args.no_figures {
+        super::figures_hook::sweep_figures(&args.out, args.quiet)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! Figures, drawn from saved files only (traces, sweep summaries, metrics files); nothing here
+//! loads a model, so every figure can be redrawn later from what a run saved.
+//!
+//! Entry points: [`render_traces`] (each trace's figures, plus comparisons when several are
+//! given), [`render_sweep`] and [`render_results`]. Each returns the files written and notes
+//! for the user (for example an image that could not be found).
+//!
+//! Layout of the output directory:
+//! - `LABEL/…` for each trace: `layers_grid`, `layers_grid_overlay`, `layer_ranges`, `windows`,
+//!   `vision_blocks`, `allocation_prompt`, `allocation_generation`, `visual_share_by_layer`,
+//!   `shift_steps`, `heads_visual_share`, and `maps/` (`mean`, `layer_NN`, `heads_layer_NN`);
+//! - `compare_*` when several traces are given;
+//! - `sweep_*` and one directory per setting for a sweep;
+//! - `rhauc`, `accuracy_vs_length`, `reasoning_vs_perception` for metrics files.
+
+pub mod charts;
+pub mod colormap;
+pub mod draw;
+pub mod maps;
+pub mod output;
+pub mod overlay;
+pub mod pchip;
+pub mod results;
+pub mod style;
+pub mod sweep;
+pub mod traces;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{bail, Context, Result};
+
+use crate::trace::{Trace, TraceMeta};
+pub use colormap::Colormap;
+pub use maps::ColorScale;
+pub use output::Canvas;
+pub use overlay::Upsample;
+pub use results::{rh_auc, LengthAxis, MetricsRow, RhAucUndefined};
+
+/// A set of decoder layers, e.g. `0,4,8-12` (ranges inclusive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSelection(pub Vec<usize>);
+
+impl FromStr for LayerSelection {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut set = BTreeSet::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let bad = || format!("invalid layer selection {part:?} (expected e.g. 0,4,8-12)");
+            match part.split_once('-') {
+                Some((a, b)) => {
+                    let a: usize = a.trim().parse().map_err(|_| bad())?;
+                    let b: usize = b.trim().parse().map_err(|_| bad())?;
+                    if b < a {
+                        return Err(bad());
+                    }
+                    set.extend(a..=b);
+                }
+                None => {
+                    set.insert(part.parse::<usize>().map_err(|_| bad())?);
+                }
+            }
+        }
+        if set.is_empty() {
+            return Err("empty layer selection".into());
+        }
+        Ok(LayerSelection(set.into_iter().collect()))
+    }
+}
+
+impl fmt::Display for LayerSelection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&traces::layer_list(&self.0))
+    }
+}
+
+impl LayerSelection {
+    /// Positions along a trace's layer axis; every selected layer must have been captured.
+    pub fn positions(&self, meta: &TraceMeta, dir: &Path) -> Result<Vec<usize>> {
+        self.0
+            .iter()
+            .map(|l| {
+                meta.layers.iter().position(|x| x == l).with_context(|| {
+                    format!(
+                        "{}: layer {l} was not captured (captured: {})",
+                        dir.display(),
+                        traces::layer_list(&meta.layers)
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// Everything that changes how figures look.
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    /// Size, scale and formats.
+    pub canvas: Canvas,
+    /// Colormap of heatmaps (and of ordered series such as sweep settings).
+    pub colormap: Colormap,
+    /// Opacity of heatmaps over the photograph, 0–1.
+    pub alpha: f64,
+    /// Spreading of the token grid over image pixels.
+    pub upsample: Upsample,
+    /// Shared colour scale across panels, or one per panel.
+    pub color_scale: ColorScale,
+    /// Layers to draw (None: every captured layer).
+    pub layers: Option<LayerSelection>,
+    /// Rolling-mean window in steps for curves along the chain (None: about steps/40).
+    pub window: Option<usize>,
+    /// x axis of accuracy-vs-length.
+    pub length_axis: LengthAxis,
+    /// Image to draw under the maps instead of the one named in the trace.
+    pub image: Option<PathBuf>,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions {
+            canvas: Canvas::default(),
+            colormap: Colormap::Viridis,
+            alpha: 0.5,
+            upsample: Upsample::Smooth,
+            color_scale: ColorScale::Shared,
+            layers: None,
+            window: None,
+            length_axis: LengthAxis::Auto,
+            image: None,
+        }
+    }
+}
+
+impl RenderOptions {
+    fn check(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.alpha) {
+            bail!("alpha must lie in 0–1, got {}", self.alpha);
+        }
+        if !(self.canvas.scale > 0.0 && self.canvas.scale <= 16.0) {
+            bail!("scale must lie in (0, 16], got {}", self.canvas.scale);
+        }
+        if self.window == Some(0) {
+            bail!("the rolling window must be at least one step");
+        }
+        for (name, v) in [("width", self.canvas.width), ("height", self.canvas.height)] {
+            if let Some(v) = v {
+                if !(64..=20000).contains(&v) {
+                    bail!("{name} must lie in 64–20000 pixels, got {v}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Files written and notes for the user.
+#[derive(Debug, Default, Clone)]
+pub struct Rendered {
+    pub files: Vec<PathBuf>,
+    pub notes: Vec<String>,
+}
+
+impl Rendered {
+    /// Drops repeated notes (several traces of a sweep share one image), keeping the order.
+    fn dedup_notes(mut self) -> Rendered {
+        let mut seen = BTreeSet::new();
+        self.notes.retain(|n| seen.insert(n.clone()));
+        self
+    }
+}
+
+/// Labels for traces: the given ones, else the directory names (made unique).
+pub fn trace_labels(dirs: &[PathBuf], given: &[String]) -> Result<Vec<String>> {
+    if !given.is_empty() && given.len() != dirs.len() {
+        bail!(
+            "{} labels given for {} traces; give one label per trace",
+            given.len(),
+            dirs.len()
+        );
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        let base = match given.get(i) {
+            Some(l) => l.clone(),
+            None => d
+                .canonicalize()
+                .unwrap_or_else(|_| d.clone())
+                .file_name()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_else(|| format!("trace{}", i + 1)),
+        };
+        let mut label = base.clone();
+        let mut k = 2;
+        while out.contains(&label) {
+            label = format!("{base}-{k}");
+            k += 1;
+        }
+        out.push(label);
+    }
+    Ok(out)
+}
+
+/// Each trace's figures into `out/LABEL/`, and comparison figures into `out/` when there are
+/// several traces.
+pub fn render_traces(traces: &[(String, Trace)], out: &Path, opts: &RenderOptions) -> Result<Rendered> {
+    opts.check()?;
+    let mut done = Rendered::default();
+    let mut views = Vec::new();
+    for (label, t) in traces {
+        views.push(traces::TraceView::new(t, label, opts, &mut done.notes)?);
+    }
+    for v in &views {
+        traces::render_one(v, &out.join(sweep::slug(&v.label)), opts, &mut done)?;
+    }
+    if views.len() > 1 {
+        traces::render_compare(&views, out, opts, &mut done)?;
+    }
+    Ok(done.dedup_notes())
+}
+
+/// A sweep's figures into `out/` and each setting's trace figures into `out/SETTING/`.
+pub fn render_sweep(dir: &Path, out: &Path, opts: &RenderOptions, allow_partial: bool) -> Result<Rendered> {
+    opts.check()?;
+    let sw = sweep::Sweep::read(dir, allow_partial)?;
+    let mut done = Rendered::default();
+    let mut views = Vec::new();
+    for (label, t) in sw.row_labels().iter().zip(&sw.traces) {
+        views.push(traces::TraceView::new(t, label, opts, &mut done.notes)?);
+    }
+    sweep::render_sweep_figures(&sw, &views, out, opts, &mut done)?;
+    for v in &views {
+        traces::render_one(v, &out.join(sweep::slug(&v.label)), opts, &mut done)?;
+    }
+    Ok(done.dedup_notes())
+}
+
+/// Figures from metrics rows (several files concatenated) into `out/`.
+pub fn render_results(rows: &[MetricsRow], out: &Path, opts: &RenderOptions) -> Result<Rendered> {
+    opts.check()?;
+    if rows.is_empty() {
+        bail!("the metrics files hold no rows");
+    }
+    let groups = results::group_metrics(rows);
+    let mut done = Rendered::default();
+    let canvas = &opts.canvas;
+    done.files.extend(output::save(&results::rhauc_figure(&groups), &out.join("rhauc"), canvas)?);
+    done.files.extend(output::save(
+        &results::accuracy_vs_length_figure(&groups, opts.length_axis),
+        &out.join("accuracy_vs_length"),
+        canvas,
+    )?);
+    done.files.extend(output::save(
+        &results::reasoning_vs_perception_figure(&groups),
+        &out.join("reasoning_vs_perception"),
+        canvas,
+    )?);
+    for g in &groups {
+        if let Err(why) = rh_auc(&results::group_points(g)) {
+            done.notes.push(format!("{}: RH-AUC undefined: {why}", g.label));
+        }
+    }
+    Ok(done)
+}
