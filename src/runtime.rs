@@ -102,6 +102,15 @@ impl Runtime {
     /// Load and preprocess an image as the checkpoint's processor would.
     pub fn prepare_image(&self, path: &Path) -> Result<PreparedImage> {
         let img = preprocess::load_image(path)?;
+        let (w, h) = img.dimensions();
+        let factor = self.image_config.factor() as u32;
+        if w < factor || h < factor {
+            // Hugging Face 5.x would upscale it; a picture this small carries no usable detail
+            bail!(
+                "{} is {w}x{h} px: both sides must be at least {factor} px (one {factor}-px merged patch)",
+                path.display()
+            );
+        }
         let info = preprocess::preprocess(&img, &self.image_config)
             .with_context(|| format!("preprocessing {}", path.display()))?;
         let pixel_values = Tensor::from_slice(&info.pixel_values)

@@ -346,8 +346,8 @@ impl Weights {
         let elem = entry.dtype.size();
         let aligned = (bytes.as_ptr() as usize).is_multiple_of(elem);
         let same_place = stored_kind == kind && device == Device::Cpu;
-        if same_place || !aligned {
-            // memcpy into a fresh CPU tensor (also the safe path for misaligned data).
+        if !aligned {
+            // memcpy into a fresh CPU tensor: the safe path for misaligned data.
             let owned =
                 Tensor::f_from_data_size(bytes, &entry.shape, stored_kind).map_err(torch_err)?;
             if same_place {
@@ -361,12 +361,19 @@ impl Weights {
         // SAFETY: `bytes` is a live, aligned, read-only slice of the mapping holding exactly
         // numel * elem bytes (validated by safetensors). The view is used only within this
         // function, and each branch below materialises a new tensor with its own storage:
-        // `to_kind` to a different kind allocates, and `to_device` to a non-CPU device copies.
+        // `empty_like` + `copy_`, `to_kind` to a different kind, or `to_device` to a non-CPU
+        // device. Nothing ever writes through the view.
         let view = unsafe {
             Tensor::f_from_blob(bytes.as_ptr(), &entry.shape, &[], stored_kind, Device::Cpu)
         }
         .map_err(torch_err)?;
-        let out = if device == Device::Cpu {
+        let out = if same_place {
+            // One copy, without the zero-fill of `from_data_size`.
+            view.f_empty_like().and_then(|mut t| {
+                t.f_copy_(&view)?;
+                Ok(t)
+            })
+        } else if device == Device::Cpu {
             view.f_to_kind(kind) // kind != stored_kind here
         } else {
             // Transfer in the stored (usually smaller) type, then convert on the device.

@@ -329,9 +329,14 @@ pub fn group_metrics(rows: &[MetricsRow]) -> Vec<MetricsGroup> {
         if multi.is_empty() {
             // No sweep: one group of everything the model has.
             let rows: Vec<MetricsRow> = kinds.iter().flat_map(|(_, v)| v.iter().cloned()).collect();
+            let kind = if kinds.len() == 1 {
+                kinds[0].0.clone()
+            } else {
+                String::new()
+            };
             out.push(MetricsGroup {
                 model: model.clone(),
-                kind: String::new(),
+                kind,
                 rows,
                 label: model.clone(),
                 color: mi,
@@ -482,7 +487,11 @@ pub fn accuracy_vs_length_figure(groups: &[MetricsGroup], axis: LengthAxis) -> C
         LengthAxis::Auto => all_tokens,
     };
     let kinds: Vec<&str> = {
-        let mut k: Vec<&str> = groups.iter().map(|g| g.kind.as_str()).collect();
+        let mut k: Vec<&str> = groups
+            .iter()
+            .map(|g| g.kind.as_str())
+            .filter(|k| !k.is_empty())
+            .collect();
         k.sort();
         k.dedup();
         k

@@ -538,7 +538,7 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
     let layers_x: Vec<f64> = view.positions.iter().map(|&p| view.layer(p) as f64).collect();
     if let Some(ps) = prompt_shares(view.trace, &view.positions) {
         let fig = stack_figure(
-            "Attention allocation of the last prompt token".to_string(),
+            format!("Attention allocation of the last prompt token — {}", view.label),
             subs.clone(),
             vec![stack_panel(String::new(), meta, &layers_x, &ps)],
         );
@@ -547,7 +547,10 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
     if meta.steps > 0 {
         let gs = generation_shares(view.trace, &view.positions);
         let fig = stack_figure(
-            format!("Attention allocation during generation ({steps_note})"),
+            format!(
+                "Attention allocation during generation — {} ({steps_note})",
+                view.label
+            ),
             subs.clone(),
             vec![stack_panel(String::new(), meta, &layers_x, &gs)],
         );
