@@ -15,7 +15,7 @@
 //! Python: `json.load(open(dir + "/trace.json"))` and
 //! `safetensors.numpy.load_file(dir + "/attention.safetensors")`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -73,7 +73,9 @@ pub enum TraceError {
     Partial { dir: PathBuf },
     #[error("{dir} is a partial trace and holds no attention arrays yet")]
     PartialWithoutArrays { dir: PathBuf },
-    #[error("{dir} already exists and is not empty; choose another directory or force overwriting")]
+    #[error(
+        "{dir} already exists and is not empty; choose another directory or force overwriting"
+    )]
     Exists { dir: PathBuf },
     #[error("{path}: {msg}")]
     Safetensors { path: PathBuf, msg: String },
@@ -418,7 +420,10 @@ pub fn validate(meta: &TraceMeta, arrays: &TraceArrays) -> Result<(), String> {
             "merged grid {mh}x{mw} does not divide the patch grid {gh}x{gw} evenly"
         ));
     }
-    let (rw, rh) = (meta.image.resized_width as usize, meta.image.resized_height as usize);
+    let (rw, rh) = (
+        meta.image.resized_width as usize,
+        meta.image.resized_height as usize,
+    );
     if rh % mh != 0 || rw % mw != 0 || rh / mh != rw / mw {
         return Err(format!(
             "resized image {rw}x{rh} is not covered by square tokens of the merged grid {mh}x{mw}"
@@ -615,9 +620,7 @@ fn read_arrays(path: &Path) -> Result<TraceArrays, TraceError> {
 
 /// Serialises the arrays to safetensors bytes (little-endian float32, standard layout).
 pub fn arrays_to_bytes(arrays: &TraceArrays) -> Result<Vec<u8>, String> {
-    fn le_bytes<'a, D: ndarray::Dimension>(
-        a: &'a ndarray::Array<f32, D>,
-    ) -> (Vec<usize>, Vec<u8>) {
+    fn le_bytes<D: ndarray::Dimension>(a: &ndarray::Array<f32, D>) -> (Vec<usize>, Vec<u8>) {
         let mut out = Vec::with_capacity(a.len() * 4);
         // iter() walks in logical (row-major) order whatever the memory layout.
         for v in a.iter() {
@@ -810,13 +813,4 @@ pub fn normalise_rows(a: &mut Array2<f64>) {
             row.mapv_inplace(|v| v / total);
         }
     }
-}
-
-/// Role names with the number of positions each covers (for summaries).
-pub fn span_lengths(meta: &TraceMeta) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for s in &meta.spans {
-        *out.entry(s.role.clone()).or_insert(0) += s.end - s.start;
-    }
-    out
 }

@@ -60,7 +60,12 @@ pub struct FiguresArgs {
     pub height: Option<u32>,
 
     /// Multiply the canvas and every size in it (2 = twice the resolution, for print)
-    #[arg(long, value_name = "FACTOR", default_value_t = 1.0, conflicts_with = "dpi")]
+    #[arg(
+        long,
+        value_name = "FACTOR",
+        default_value_t = 1.0,
+        conflicts_with = "dpi"
+    )]
     pub scale: f64,
 
     /// Resolution as dots per inch, an alternative to --scale (100 dpi = scale 1)
@@ -149,7 +154,9 @@ pub enum ColorScaleArg {
 pub enum LengthAxisArg {
     /// Mean thinking tokens when every row has them, else the setting value
     Auto,
+    /// Mean thinking tokens of the setting (`mean_think_tokens`)
     ThinkTokens,
+    /// The setting's number (`setting_value`: budget, waits, steering weight)
     SettingValue,
 }
 

@@ -10,10 +10,9 @@ use plotters::style::text_anchor::{HPos, VPos};
 
 use super::colormap::{Colormap, Norm};
 use super::draw::{
-    auto_cols, decimals_for, draw_colorbar, draw_legend, draw_title_block, fit_text,
-    legend_height, legend_rows, nice_int_ticks, nice_ticks, text, title_block_height,
-    title_block_min_width, LegendEntry, Swatch,
-    COLORBAR_WIDTH,
+    auto_cols, decimals_for, draw_colorbar, draw_legend, draw_title_block, fit_text, legend_height,
+    legend_rows, nice_int_ticks, nice_ticks, text, title_block_height, title_block_min_width,
+    LegendEntry, Swatch, COLORBAR_WIDTH,
 };
 use super::output::{DrawResultExt, Figure};
 use super::style::{format_tick, Style, GRID, TEXT};
@@ -150,7 +149,13 @@ fn push_unique(entries: &mut Vec<LegendEntry>, e: LegendEntry) {
 impl ChartFigure {
     fn cols(&self) -> usize {
         self.cols
-            .unwrap_or_else(|| auto_cols(self.panels.len(), self.panel_size.0 / self.panel_size.1, 1.6))
+            .unwrap_or_else(|| {
+                auto_cols(
+                    self.panels.len(),
+                    self.panel_size.0 / self.panel_size.1,
+                    1.6,
+                )
+            })
             .clamp(1, self.panels.len().max(1))
     }
 
@@ -162,7 +167,10 @@ impl ChartFigure {
         }
         for p in &self.panels {
             for s in p.series.iter().filter(|s| s.in_legend) {
-                push_unique(&mut out, LegendEntry::new(&s.label, s.color, swatch_of(s.kind)));
+                push_unique(
+                    &mut out,
+                    LegendEntry::new(&s.label, s.color, swatch_of(s.kind)),
+                );
             }
             for f in &p.fills {
                 push_unique(&mut out, LegendEntry::new(&f.label, f.color, Swatch::Box));
@@ -246,7 +254,10 @@ fn panel_title<DB: DrawingBackend>(
     text(
         cell,
         &fit_text(title, &style, w as i32 - st.px(8.0)),
-        (cx.min(w as i32 / 2 + plot_left / 2), st.px(PANEL_TITLE_H / 2.0)),
+        (
+            cx.min(w as i32 / 2 + plot_left / 2),
+            st.px(PANEL_TITLE_H / 2.0),
+        ),
         &style,
         HPos::Center,
         VPos::Center,
@@ -358,7 +369,14 @@ fn build_chart_with<'a, DB: DrawingBackend>(
         let y = py0 - abs_y0 + ph as i32;
         area.draw(&PathElement::new(vec![(x, y), (x, y + tick_len)], axis))
             .draw_ctx()?;
-        text(area, &x_fmt(&t), (x, y + tick_len + st.px(3.0)), &tick, HPos::Center, VPos::Top)?;
+        text(
+            area,
+            &x_fmt(&t),
+            (x, y + tick_len + st.px(3.0)),
+            &tick,
+            HPos::Center,
+            VPos::Top,
+        )?;
     }
     let y_ticks: Vec<(f64, String)> = match y_categories {
         Some(cats) => cats
@@ -373,7 +391,14 @@ fn build_chart_with<'a, DB: DrawingBackend>(
         let x = px0 - abs_x0;
         area.draw(&PathElement::new(vec![(x - tick_len, y), (x, y)], axis))
             .draw_ctx()?;
-        text(area, label, (x - tick_len - st.px(3.0), y), &tick, HPos::Right, VPos::Center)?;
+        text(
+            area,
+            label,
+            (x - tick_len - st.px(3.0), y),
+            &tick,
+            HPos::Right,
+            VPos::Center,
+        )?;
     }
     Ok(chart)
 }
@@ -442,7 +467,11 @@ fn draw_chart_panel<DB: DrawingBackend>(
         match v.swatch {
             Swatch::Dashed | Swatch::Dotted => {
                 let h_px = h as f64;
-                let dash = if v.swatch == Swatch::Dashed { 11.0 } else { 5.0 };
+                let dash = if v.swatch == Swatch::Dashed {
+                    11.0
+                } else {
+                    5.0
+                };
                 let parts = (h_px / st.px(dash) as f64).round().max(2.0) as usize;
                 for seg in dashed_segments(a, b, parts) {
                     chart
@@ -480,7 +509,11 @@ fn draw_chart_panel<DB: DrawingBackend>(
         if matches!(s.kind, SeriesKind::Markers | SeriesKind::LineMarkers) {
             let r = st.px(4.5);
             chart
-                .draw_series(s.points.iter().map(|&q| Circle::new(q, r, s.color.filled())))
+                .draw_series(
+                    s.points
+                        .iter()
+                        .map(|&q| Circle::new(q, r, s.color.filled())),
+                )
                 .draw_ctx()?;
             chart
                 .draw_series(
@@ -592,11 +625,10 @@ impl Figure for StackFigure {
         let cells = body.split_evenly((1, self.panels.len().max(1)));
         for (p, cell) in self.panels.iter().zip(cells.iter()) {
             let area = panel_title(cell, st, &p.title)?;
-            let spacing = p
-                .x
-                .windows(2)
-                .map(|w| (w[1] - w[0]).abs())
-                .fold(f64::INFINITY, f64::min);
+            let spacing =
+                p.x.windows(2)
+                    .map(|w| (w[1] - w[0]).abs())
+                    .fold(f64::INFINITY, f64::min);
             let spacing = if spacing.is_finite() && spacing > 0.0 {
                 spacing
             } else {
@@ -604,12 +636,11 @@ impl Figure for StackFigure {
             };
             let (lo, hi) = data_range(p.x.iter().copied()).unwrap_or((0.0, 1.0));
             let x = (lo - spacing * 0.7, hi + spacing * 0.7);
-            let top = p
-                .x
-                .iter()
-                .enumerate()
-                .map(|(i, _)| p.stacks.iter().map(|s| s.2[i]).sum::<f64>())
-                .fold(0.0, f64::max);
+            let top =
+                p.x.iter()
+                    .enumerate()
+                    .map(|(i, _)| p.stacks.iter().map(|s| s.2[i]).sum::<f64>())
+                    .fold(0.0, f64::max);
             let y = (0.0, if top <= 1.0 + 1e-9 { 1.0 } else { top * 1.05 });
             let (aw, ah) = area.dim_in_pixel();
             let ax = axes(
@@ -666,7 +697,11 @@ impl Figure for MatrixFigure {
             .map(|l| l.chars().count())
             .max()
             .unwrap_or(4) as f64;
-        let w = (2.0 * MARGIN + Y_AREA + longest * 7.0 + (cols * 24.0).clamp(560.0, 1100.0) + COLORBAR_WIDTH)
+        let w = (2.0 * MARGIN
+            + Y_AREA
+            + longest * 7.0
+            + (cols * 24.0).clamp(560.0, 1100.0)
+            + COLORBAR_WIDTH)
             .max(title_block_min_width(&self.title, &self.subtitles).min(1400.0));
         let h = title_block_height(self.subtitles.len())
             + X_AREA
@@ -704,7 +739,14 @@ impl Figure for MatrixFigure {
         let (lw, lh) = left.dim_in_pixel();
         let x = (lo - spacing / 2.0, hi + spacing / 2.0);
         let integer = self.x.iter().all(|v| v.fract() == 0.0);
-        let mut ax = axes(x, (0.0, nrows.max(1) as f64), lw as i32 - y_area, lh as i32, st, integer);
+        let mut ax = axes(
+            x,
+            (0.0, nrows.max(1) as f64),
+            lw as i32 - y_area,
+            lh as i32,
+            st,
+            integer,
+        );
         ax.x_ticks.retain(|t| *t >= lo - 1e-9 && *t <= hi + 1e-9);
         // Categories are listed from the top: band k (from the bottom) is row nrows-1-k.
         let cats: Vec<String> = self.row_labels.iter().rev().cloned().collect();

@@ -81,7 +81,10 @@ impl FromStr for Colormap {
             .find(|c| c.name() == lower)
             .ok_or_else(|| {
                 let names: Vec<_> = Colormap::ALL.iter().map(|c| c.name()).collect();
-                format!("unknown colormap {s:?} (choose one of {})", names.join(", "))
+                format!(
+                    "unknown colormap {s:?} (choose one of {})",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -135,7 +138,8 @@ impl Norm {
     /// Position of `v` in [0, 1]; a constant map (vmin == vmax) sits at 0.
     pub fn t(&self, v: f64) -> f64 {
         let span = self.vmax - self.vmin;
-        if !(span > 0.0) {
+        // Also catches a NaN span.
+        if span.is_nan() || span <= 0.0 {
             return 0.0;
         }
         ((v - self.vmin) / span).clamp(0.0, 1.0)

@@ -221,7 +221,8 @@ pub fn decimals_for(ticks: &[f64]) -> usize {
     }
     let step = (ticks[1] - ticks[0]).abs();
     let mut d = 0;
-    while d < 8 && ((step * 10f64.powi(d as i32)).round() - step * 10f64.powi(d as i32)).abs() > 1e-6
+    while d < 8
+        && ((step * 10f64.powi(d as i32)).round() - step * 10f64.powi(d as i32)).abs() > 1e-6
     {
         d += 1;
     }
@@ -258,7 +259,11 @@ pub fn draw_colorbar<DB: DrawingBackend>(
     ))
     .draw_ctx()?;
     let (lo, hi) = norm.display_range();
-    let ticks = nice_ticks(lo, hi, ((bar_h as f64 / st.px(40.0) as f64) as usize).clamp(2, 6));
+    let ticks = nice_ticks(
+        lo,
+        hi,
+        ((bar_h as f64 / st.px(40.0) as f64) as usize).clamp(2, 6),
+    );
     let dec = decimals_for(&ticks);
     let tick_style = st.tick();
     let mut max_label = 0;
@@ -366,7 +371,11 @@ pub fn draw_legend<DB: DrawingBackend>(
     let rows = legend_rows(entries, st, w as i32 - st.px(20.0));
     let style = st.legend();
     for (r, row) in rows.iter().enumerate() {
-        let total: i32 = row.iter().map(|&i| entry_width(&entries[i], st)).sum::<i32>() - st.px(22.0);
+        let total: i32 = row
+            .iter()
+            .map(|&i| entry_width(&entries[i], st))
+            .sum::<i32>()
+            - st.px(22.0);
         let mut x = (w as i32 - total) / 2;
         let y = st.px(4.0 + 12.0 + 24.0 * r as f64);
         for &i in row {
@@ -410,7 +419,10 @@ fn draw_swatch<DB: DrawingBackend>(
         }
         Swatch::Box => area
             .draw(&Rectangle::new(
-                [(x + st.px(4.0), y - st.px(7.0)), (x + sw - st.px(4.0), y + st.px(7.0))],
+                [
+                    (x + st.px(4.0), y - st.px(7.0)),
+                    (x + sw - st.px(4.0), y + st.px(7.0)),
+                ],
                 e.color.filled(),
             ))
             .draw_ctx(),
@@ -424,17 +436,6 @@ fn draw_swatch<DB: DrawingBackend>(
                 .draw_ctx()
         }
     }
-}
-
-/// Splits `area` into `cols × rows` equal cells (row-major), with `gap_px` between cells.
-pub fn grid_cells<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    n: usize,
-    cols: usize,
-) -> Vec<DrawingArea<DB, Shift>> {
-    let cols = cols.max(1);
-    let rows = n.div_ceil(cols).max(1);
-    area.split_evenly((rows, cols)).into_iter().take(n).collect()
 }
 
 /// Columns for `n` panels of aspect `aspect` (width / height) so that the grid is roughly

@@ -15,8 +15,7 @@ use plotters::style::text_anchor::{HPos, VPos};
 use super::colormap::{Colormap, Norm};
 use super::draw::{
     auto_cols, draw_colorbar, draw_title_block, fit_text, text, title_block_height,
-    title_block_min_width,
-    COLORBAR_WIDTH,
+    title_block_min_width, COLORBAR_WIDTH,
 };
 use super::output::{blit, DrawResultExt, Figure};
 use super::overlay::{heatmap_raster, overlay, Upsample};
@@ -275,9 +274,9 @@ impl MapFigure {
             let norm = norms[pi];
             let raster = match &g.photo {
                 Some(photo) => {
-                    let resized = cache
-                        .entry((gi, mw, mh))
-                        .or_insert_with(|| image::imageops::resize(&**photo, mw, mh, FilterType::Triangle));
+                    let resized = cache.entry((gi, mw, mh)).or_insert_with(|| {
+                        image::imageops::resize(&**photo, mw, mh, FilterType::Triangle)
+                    });
                     overlay(
                         resized,
                         &panel.values,

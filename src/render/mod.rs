@@ -204,7 +204,11 @@ pub fn trace_labels(dirs: &[PathBuf], given: &[String]) -> Result<Vec<String>> {
 
 /// Each trace's figures into `out/LABEL/`, and comparison figures into `out/` when there are
 /// several traces.
-pub fn render_traces(traces: &[(String, Trace)], out: &Path, opts: &RenderOptions) -> Result<Rendered> {
+pub fn render_traces(
+    traces: &[(String, Trace)],
+    out: &Path,
+    opts: &RenderOptions,
+) -> Result<Rendered> {
     opts.check()?;
     let mut done = Rendered::default();
     let mut views = Vec::new();
@@ -221,10 +225,18 @@ pub fn render_traces(traces: &[(String, Trace)], out: &Path, opts: &RenderOption
 }
 
 /// A sweep's figures into `out/` and each setting's trace figures into `out/SETTING/`.
-pub fn render_sweep(dir: &Path, out: &Path, opts: &RenderOptions, allow_partial: bool) -> Result<Rendered> {
+pub fn render_sweep(
+    dir: &Path,
+    out: &Path,
+    opts: &RenderOptions,
+    allow_partial: bool,
+) -> Result<Rendered> {
     opts.check()?;
     let sw = sweep::Sweep::read(dir, allow_partial)?;
-    let mut done = Rendered::default();
+    let mut done = Rendered {
+        notes: sw.skipped.clone(),
+        ..Default::default()
+    };
     let mut views = Vec::new();
     for (label, t) in sw.row_labels().iter().zip(&sw.traces) {
         views.push(traces::TraceView::new(t, label, opts, &mut done.notes)?);
@@ -245,7 +257,11 @@ pub fn render_results(rows: &[MetricsRow], out: &Path, opts: &RenderOptions) -> 
     let groups = results::group_metrics(rows);
     let mut done = Rendered::default();
     let canvas = &opts.canvas;
-    done.files.extend(output::save(&results::rhauc_figure(&groups), &out.join("rhauc"), canvas)?);
+    done.files.extend(output::save(
+        &results::rhauc_figure(&groups),
+        &out.join("rhauc"),
+        canvas,
+    )?);
     done.files.extend(output::save(
         &results::accuracy_vs_length_figure(&groups, opts.length_axis),
         &out.join("accuracy_vs_length"),
@@ -258,7 +274,8 @@ pub fn render_results(rows: &[MetricsRow], out: &Path, opts: &RenderOptions) -> 
     )?);
     for g in &groups {
         if let Err(why) = rh_auc(&results::group_points(g)) {
-            done.notes.push(format!("{}: RH-AUC undefined: {why}", g.label));
+            done.notes
+                .push(format!("{}: RH-AUC undefined: {why}", g.label));
         }
     }
     Ok(done)

@@ -64,6 +64,9 @@ impl Default for Canvas {
     }
 }
 
+/// Largest raster drawn, in pixels (about 750 MB of RGB).
+pub const MAX_PIXELS: u64 = 250_000_000;
+
 impl Canvas {
     /// Final pixel size for a figure whose default layout size is `default`.
     pub fn pixel_size(&self, default: (u32, u32)) -> (u32, u32) {
@@ -85,7 +88,7 @@ impl Canvas {
 /// Draws `fig` onto an RGB raster.
 pub fn render_rgb<F: Figure>(fig: &F, canvas: &Canvas) -> Result<RgbImage> {
     ensure_fonts()?;
-    let (w, h) = canvas.pixel_size(fig.size());
+    let (w, h) = checked_size(fig, canvas)?;
     let mut buf = vec![255u8; w as usize * h as usize * 3];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
@@ -99,7 +102,7 @@ pub fn render_rgb<F: Figure>(fig: &F, canvas: &Canvas) -> Result<RgbImage> {
 /// Draws `fig` as an SVG document.
 pub fn render_svg<F: Figure>(fig: &F, canvas: &Canvas) -> Result<String> {
     ensure_fonts()?;
-    let (w, h) = canvas.pixel_size(fig.size());
+    let (w, h) = checked_size(fig, canvas)?;
     let mut doc = String::new();
     let scope = SvgImageScope::begin();
     {
@@ -110,6 +113,16 @@ pub fn render_svg<F: Figure>(fig: &F, canvas: &Canvas) -> Result<String> {
     }
     let images = scope.take();
     finish_svg(doc, &images)
+}
+
+fn checked_size<F: Figure>(fig: &F, canvas: &Canvas) -> Result<(u32, u32)> {
+    let (w, h) = canvas.pixel_size(fig.size());
+    if w as u64 * h as u64 > MAX_PIXELS {
+        anyhow::bail!(
+            "a figure would be {w}x{h} pixels, more than {MAX_PIXELS}; lower --width, --height or --scale"
+        );
+    }
+    Ok((w, h))
 }
 
 /// Writes `STEM.png` (and `STEM.svg` when asked); returns the files written.
@@ -263,8 +276,7 @@ fn finish_svg(doc: String, images: &[RecordedImage]) -> Result<String> {
 
 /// Standard base64 with padding.
 pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [

@@ -106,6 +106,7 @@ pub fn blend(base: &RgbImage, over: &RgbImage, alpha: f64) -> RgbImage {
 }
 
 /// A coloured map at `w × h` pixels (no photograph).
+#[allow(clippy::too_many_arguments)]
 pub fn heatmap_raster(
     values: &[f32],
     rows: usize,
@@ -120,6 +121,7 @@ pub fn heatmap_raster(
 }
 
 /// The map coloured and blended over `photo` (any size showing the whole original image).
+#[allow(clippy::too_many_arguments)]
 pub fn overlay(
     photo: &RgbImage,
     values: &[f32],

@@ -71,7 +71,7 @@ impl Pchip {
         if n < 2 {
             return Err(PchipError::TooFewPoints);
         }
-        if x.iter().any(|v| !v.is_finite()) || x.windows(2).any(|w| !(w[1] > w[0])) {
+        if x.iter().any(|v| !v.is_finite()) || x.windows(2).any(|w| w[1] <= w[0]) {
             return Err(PchipError::NotIncreasing);
         }
         let h: Vec<f64> = x.windows(2).map(|w| w[1] - w[0]).collect();
@@ -101,7 +101,11 @@ impl Pchip {
                 [t / h[k], (m[k] - d[k]) / h[k] - t, d[k], y[k]]
             })
             .collect();
-        Ok(Pchip { x: x.to_vec(), d, c })
+        Ok(Pchip {
+            x: x.to_vec(),
+            d,
+            c,
+        })
     }
 
     /// The derivative chosen at every knot.

@@ -193,7 +193,9 @@ pub fn parse_metrics_csv(text: &str) -> Result<Vec<MetricsRow>> {
                         .ok()
                         .filter(|v| *v >= 0.0 && v.fract() == 0.0)
                         .map(|v| v as u64)
-                        .with_context(|| format!("line {line}: column {name}: {s:?} is not a count"))
+                        .with_context(|| {
+                            format!("line {line}: column {name}: {s:?} is not a count")
+                        })
                 })
                 .transpose()
         };
@@ -428,15 +430,20 @@ pub fn rhauc_figure(groups: &[MetricsGroup]) -> ChartFigure {
                         ys.push(vec![y]);
                     }
                 }
-                let ym: Vec<f64> = ys.iter().map(|v| v.iter().sum::<f64>() / v.len() as f64).collect();
+                let ym: Vec<f64> = ys
+                    .iter()
+                    .map(|v| v.iter().sum::<f64>() / v.len() as f64)
+                    .collect();
                 if let Ok(p) = Pchip::new(&xs, &ym) {
                     panel
                         .series
                         .push(Series::new("", color, p.sample(150)).hidden());
                 }
-                panel
-                    .series
-                    .push(Series::new("", color, norm.clone()).kind(SeriesKind::Markers).hidden());
+                panel.series.push(
+                    Series::new("", color, norm.clone())
+                        .kind(SeriesKind::Markers)
+                        .hidden(),
+                );
                 // Label each point with its setting value.
                 let (rmin, rmax) = min_max(pts.iter().map(|p| p.0));
                 let (hmin, hmax) = min_max(pts.iter().map(|p| p.1));
@@ -465,7 +472,7 @@ pub fn rhauc_figure(groups: &[MetricsGroup]) -> ChartFigure {
             "points: settings (labelled with their value); curve: PCHIP; shaded: trapezoid area under the points = RH-AUC".into(),
         ],
         panels,
-        cols: Some(n_models.clamp(1, 3)),
+        cols: Some(if n_models == 4 { 2 } else { n_models.clamp(1, 3) }),
         panel_size: (420.0, 400.0),
         extra_legend: vec![
             LegendEntry::new("settings", MUTED, Swatch::Marker),
@@ -505,7 +512,10 @@ pub fn accuracy_vs_length_figure(groups: &[MetricsGroup], axis: LengthAxis) -> C
     };
     let mut panels = Vec::new();
     for (task, get) in [
-        ("Reasoning", (|r: &MetricsRow| r.reasoning) as fn(&MetricsRow) -> Option<f64>),
+        (
+            "Reasoning",
+            (|r: &MetricsRow| r.reasoning) as fn(&MetricsRow) -> Option<f64>,
+        ),
         ("Perception", |r: &MetricsRow| r.perception),
     ] {
         let mut panel = ChartPanel {
@@ -536,13 +546,18 @@ pub fn accuracy_vs_length_figure(groups: &[MetricsGroup], axis: LengthAxis) -> C
             }
         }
         if panel.series.is_empty() {
-            panel.empty_note = Some(format!("no rows with a {} accuracy and a length", task.to_lowercase()));
+            panel.empty_note = Some(format!(
+                "no rows with a {} accuracy and a length",
+                task.to_lowercase()
+            ));
         }
         panels.push(panel);
     }
     ChartFigure {
         title: "Accuracy vs reasoning length".into(),
-        subtitles: vec!["reasoning tasks rise then fall; perception degrades as the chain grows".into()],
+        subtitles: vec![
+            "reasoning tasks rise then fall; perception degrades as the chain grows".into(),
+        ],
         panels,
         cols: Some(2),
         panel_size: (520.0, 400.0),
@@ -550,9 +565,12 @@ pub fn accuracy_vs_length_figure(groups: &[MetricsGroup], axis: LengthAxis) -> C
     }
 }
 
+/// A model's name, colour index and (reasoning, perception) points.
+type ModelPoints = (String, usize, Vec<(f64, f64)>);
+
 /// Reasoning against perception accuracy, one labelled point per model (mean over its rows).
 pub fn reasoning_vs_perception_figure(groups: &[MetricsGroup]) -> ChartFigure {
-    let mut models: Vec<(String, usize, Vec<(f64, f64)>)> = Vec::new();
+    let mut models: Vec<ModelPoints> = Vec::new();
     for g in groups {
         let pts = group_points(g);
         match models.iter_mut().find(|m| m.0 == g.model) {
@@ -610,7 +628,9 @@ pub fn reasoning_vs_perception_figure(groups: &[MetricsGroup]) -> ChartFigure {
     }
     let mut subtitles = vec!["label: model (RH-AUC where defined)".to_string()];
     if averaged {
-        subtitles[0] = "one point per model: mean over its settings; label: model (RH-AUC where defined)".into();
+        subtitles[0] =
+            "one point per model: mean over its settings; label: model (RH-AUC where defined)"
+                .into();
     }
     ChartFigure {
         title: "Reasoning vs perception across models".into(),

@@ -158,24 +158,18 @@ pub const AXIS_LABEL_SIZE: f64 = 16.0;
 pub const TICK_SIZE: f64 = 14.0;
 pub const LEGEND_SIZE: f64 = 14.0;
 
-/// Number of decimals that tell apart ticks spaced over `range` (about 5 ticks).
-pub fn tick_decimals(range: f64) -> usize {
-    if !(range.is_finite()) || range <= 0.0 {
-        return 2;
-    }
-    let step = range / 5.0;
-    (-(step.log10().floor())).clamp(0.0, 8.0) as usize
-}
-
 /// Formats a tick value with `decimals` decimals, switching to scientific notation for very
 /// small or large magnitudes, without a "-0".
 pub fn format_tick(v: f64, decimals: usize) -> String {
     let a = v.abs();
-    if a != 0.0 && (a < 1e-4 || a >= 1e6) {
+    if a != 0.0 && !(1e-4..1e6).contains(&a) {
         return format!("{v:.1e}");
     }
     let s = format!("{v:.decimals$}");
-    if s.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
+    if s.trim_start_matches('-')
+        .chars()
+        .all(|c| c == '0' || c == '.')
+    {
         s.trim_start_matches('-').to_string()
     } else {
         s

@@ -64,8 +64,8 @@ impl SweepSummary {
                 dir.display()
             );
         }
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let s: SweepSummary = serde_json::from_str(&text)
             .with_context(|| format!("{}: invalid sweep summary", path.display()))?;
         if s.rows.is_empty() {
@@ -88,31 +88,53 @@ impl SweepSummary {
 /// A sweep read from disk: rows sorted by value, each with its trace.
 pub struct Sweep {
     pub dir: PathBuf,
+    /// The summary, limited to the rows whose trace could be read.
     pub summary: SweepSummary,
+    /// The trace of every row of `summary`.
     pub traces: Vec<Trace>,
+    /// Rows left out, with the reason (an unfinished or missing trace).
+    pub skipped: Vec<String>,
 }
 
 impl Sweep {
+    /// Reads the summary and every trace it lists. A trace that cannot be read (a setting
+    /// whose run failed or was interrupted) is skipped with a note; none readable is an error.
     pub fn read(dir: &Path, allow_partial: bool) -> Result<Sweep> {
         let mut summary = SweepSummary::read(dir)?;
         summary
             .rows
             .sort_by(|a, b| a.value.total_cmp(&b.value).then(a.sample.cmp(&b.sample)));
         let mut traces = Vec::new();
-        for row in &summary.rows {
+        let mut rows = Vec::new();
+        let mut skipped = Vec::new();
+        for row in summary.rows {
             let tdir = dir.join(&row.trace);
             let t = if allow_partial {
                 Trace::read_allow_partial(&tdir)
             } else {
                 Trace::read(&tdir)
+            };
+            match t {
+                Ok(t) => {
+                    traces.push(t);
+                    rows.push(row);
+                }
+                Err(e) => skipped.push(format!("sweep setting {} left out: {e}", row.setting)),
             }
-            .with_context(|| format!("sweep setting {}", row.setting))?;
-            traces.push(t);
         }
+        if rows.is_empty() {
+            bail!(
+                "{}: no trace of the sweep could be read ({})",
+                dir.display(),
+                skipped.join("; ")
+            );
+        }
+        summary.rows = rows;
         Ok(Sweep {
             dir: dir.to_path_buf(),
             summary,
             traces,
+            skipped,
         })
     }
 }
@@ -246,7 +268,11 @@ pub fn render_sweep_figures(
         groups: vec![MapGroup {
             heading: None,
             panels,
-            photo: if same_image { first.photo.clone() } else { None },
+            photo: if same_image {
+                first.photo.clone()
+            } else {
+                None
+            },
         }],
         cols: None,
         colormap: opts.colormap,
@@ -256,7 +282,8 @@ pub fn render_sweep_figures(
         colorbar_label: "attention (head mean)".into(),
         panel_width: 260.0,
     };
-    done.files.extend(save(&fig, &out.join("sweep_maps"), canvas)?);
+    done.files
+        .extend(save(&fig, &out.join("sweep_maps"), canvas)?);
 
     let Some(vi) = first.trace.meta.role_index("visual") else {
         return Ok(());
@@ -278,7 +305,10 @@ pub fn render_sweep_figures(
             Series::new(
                 rows[i].setting.clone(),
                 colors[i],
-                layer_x(v).into_iter().zip(gs.column(vi).iter().copied()).collect(),
+                layer_x(v)
+                    .into_iter()
+                    .zip(gs.column(vi).iter().copied())
+                    .collect(),
             )
             .kind(SeriesKind::LineMarkers),
         );
@@ -303,7 +333,11 @@ pub fn render_sweep_figures(
             panel_size: (860.0, 460.0),
             extra_legend: Vec::new(),
         };
-        done.files.extend(save(&fig, &out.join("sweep_visual_share_by_layer"), canvas)?);
+        done.files.extend(save(
+            &fig,
+            &out.join("sweep_visual_share_by_layer"),
+            canvas,
+        )?);
     }
     // layer × setting matrix, samples averaged (rows whose layers differ from the first are left out)
     let x_layers = layer_x(first);
@@ -342,7 +376,8 @@ pub fn render_sweep_figures(
                 "visual share".into()
             },
         };
-        done.files.extend(save(&fig, &out.join("sweep_visual_share_matrix"), canvas)?);
+        done.files
+            .extend(save(&fig, &out.join("sweep_visual_share_matrix"), canvas)?);
     }
     // visual share along the chain, one line per row, panels by depth
     let stepped: Vec<usize> = (0..views.len())
@@ -364,7 +399,11 @@ pub fn render_sweep_figures(
                 let v = &views[i];
                 let groups = layer_groups(&v.positions);
                 let ps = &groups[g.min(groups.len() - 1)].1;
-                span = layer_list(&ps.iter().map(|&p| v.trace.meta.layers[p]).collect::<Vec<_>>());
+                span = layer_list(
+                    &ps.iter()
+                        .map(|&p| v.trace.meta.layers[p])
+                        .collect::<Vec<_>>(),
+                );
                 let shares = step_role_shares(v.trace, ps);
                 let sm = rolling_mean(
                     &shares.column(vi).to_vec(),
@@ -375,9 +414,11 @@ pub fn render_sweep_figures(
                     colors[i],
                     sm.iter().enumerate().map(|(s, &y)| (s as f64, y)).collect(),
                 ));
-                for e in v.trace.meta.events.iter().filter(|e| {
-                    matches!(e.kind, EventKind::ThinkEnd | EventKind::ForcedThinkEnd)
-                }) {
+                for e in
+                    v.trace.meta.events.iter().filter(|e| {
+                        matches!(e.kind, EventKind::ThinkEnd | EventKind::ForcedThinkEnd)
+                    })
+                {
                     vlines.push(VLine {
                         x: e.step as f64,
                         color: colors[i],
@@ -409,7 +450,9 @@ pub fn render_sweep_figures(
             title: "Visual share along the reasoning chain, per setting".into(),
             subtitles: {
                 let mut s = subs.clone();
-                s.push("rolling mean; dotted lines: end of thinking in the setting's colour".into());
+                s.push(
+                    "rolling mean; dotted lines: end of thinking in the setting's colour".into(),
+                );
                 s
             },
             panels,
@@ -417,13 +460,19 @@ pub fn render_sweep_figures(
             panel_size: (900.0, 280.0),
             extra_legend: Vec::new(),
         };
-        done.files.extend(save(&fig, &out.join("sweep_shift_steps"), canvas)?);
+        done.files
+            .extend(save(&fig, &out.join("sweep_shift_steps"), canvas)?);
     }
     // summary: thinking length and visual share by depth against the setting value
     let think_all: Vec<(f64, f64)> = views
         .iter()
         .zip(rows)
-        .map(|(v, r)| (r.value, r.think_tokens.unwrap_or(v.trace.meta.think_tokens) as f64))
+        .map(|(v, r)| {
+            (
+                r.value,
+                r.think_tokens.unwrap_or(v.trace.meta.think_tokens) as f64,
+            )
+        })
         .collect();
     let think_mean: Vec<(f64, f64)> = settings
         .iter()
@@ -507,6 +556,7 @@ pub fn render_sweep_figures(
             Swatch::LineMarker,
         )],
     };
-    done.files.extend(save(&fig, &out.join("sweep_summary"), canvas)?);
+    done.files
+        .extend(save(&fig, &out.join("sweep_summary"), canvas)?);
     Ok(())
 }

@@ -73,7 +73,10 @@ impl<'a> TraceView<'a> {
             .file_name()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| m.model.path.clone());
-        let mut first = format!("{name} · {} · {} on {}", m.model.model_type, m.model.dtype, m.model.device);
+        let mut first = format!(
+            "{name} · {} · {} on {}",
+            m.model.model_type, m.model.dtype, m.model.device
+        );
         if m.model.random_weights {
             first.push_str(" · RANDOM WEIGHTS (demo checkpoint, not a trained model)");
         }
@@ -107,7 +110,12 @@ pub fn layer_list(layers: &[usize]) -> String {
             .map(|l| l.to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        _ => format!("{} layers {}…{}", layers.len(), layers[0], layers[layers.len() - 1]),
+        _ => format!(
+            "{} layers {}…{}",
+            layers.len(),
+            layers[0],
+            layers[layers.len() - 1]
+        ),
     }
 }
 
@@ -330,7 +338,12 @@ fn map_figure(
 }
 
 /// Every figure one trace allows, into `out` (the trace's own directory of figures).
-pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut Rendered) -> Result<()> {
+pub fn render_one(
+    view: &TraceView,
+    out: &Path,
+    opts: &RenderOptions,
+    done: &mut Rendered,
+) -> Result<()> {
     let meta = view.meta();
     let arrays = &view.trace.arrays;
     let (rows, cols) = view.grid();
@@ -365,7 +378,8 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
         opts,
         170.0,
     );
-    done.files.extend(save(&fig, &out.join("layers_grid"), canvas)?);
+    done.files
+        .extend(save(&fig, &out.join("layers_grid"), canvas)?);
     if view.photo.is_some() {
         let fig = map_figure(
             format!("Visual attention per layer on the image — {}", view.label),
@@ -374,7 +388,8 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
             opts,
             200.0,
         );
-        done.files.extend(save(&fig, &out.join("layers_grid_overlay"), canvas)?);
+        done.files
+            .extend(save(&fig, &out.join("layers_grid_overlay"), canvas)?);
     }
     // 1. single maps: mean of the selection, each layer
     let single = |title: String, values: Vec<f32>, extra: String| -> MapFigure {
@@ -406,7 +421,8 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
         mean_rows(arrays.visual_attention.view(), &view.positions),
         format!("head-mean attention on each image token, {steps_note}"),
     );
-    done.files.extend(save(&fig, &out.join("maps").join("mean"), canvas)?);
+    done.files
+        .extend(save(&fig, &out.join("maps").join("mean"), canvas)?);
     for &p in &view.positions {
         let fig = single(
             format!("Visual attention, layer {} — {}", view.layer(p), view.label),
@@ -442,10 +458,17 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
             opts,
             340.0,
         );
-        done.files.extend(save(&fig, &out.join("layer_ranges"), canvas)?);
+        done.files
+            .extend(save(&fig, &out.join("layer_ranges"), canvas)?);
     }
     // windows of steps
-    if let (Some(win), Some(w)) = (&arrays.visual_attention_windows, meta.window) {
+    if let (Some(win), Some(w)) = (
+        arrays
+            .visual_attention_windows
+            .as_ref()
+            .filter(|a| a.shape()[0] > 0),
+        meta.window,
+    ) {
         let panels = (0..win.shape()[0])
             .map(|k| {
                 let a = k * w;
@@ -491,7 +514,11 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
                 })
                 .collect();
             let mut fig = map_figure(
-                format!("Visual attention per head, layer {} — {}", view.layer(p), view.label),
+                format!(
+                    "Visual attention per head, layer {} — {}",
+                    view.layer(p),
+                    view.label
+                ),
                 subs.clone(),
                 vec![MapGroup {
                     heading: None,
@@ -504,7 +531,8 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
             fig.colorbar_label = "attention of the head".into();
             done.files.extend(save(
                 &fig,
-                &out.join("maps").join(format!("heads_layer_{:02}", view.layer(p))),
+                &out.join("maps")
+                    .join(format!("heads_layer_{:02}", view.layer(p))),
                 canvas,
             )?);
         }
@@ -521,7 +549,10 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
             })
             .collect();
         let mut fig = map_figure(
-            format!("Vision tower: attention received per patch — {}", view.label),
+            format!(
+                "Vision tower: attention received per patch — {}",
+                view.label
+            ),
             subs.clone(),
             vec![MapGroup {
                 heading: None,
@@ -532,17 +563,26 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
             170.0,
         );
         fig.colorbar_label = "attention received (head mean)".into();
-        done.files.extend(save(&fig, &out.join("vision_blocks"), canvas)?);
+        done.files
+            .extend(save(&fig, &out.join("vision_blocks"), canvas)?);
     }
     // 3. allocation bars
-    let layers_x: Vec<f64> = view.positions.iter().map(|&p| view.layer(p) as f64).collect();
+    let layers_x: Vec<f64> = view
+        .positions
+        .iter()
+        .map(|&p| view.layer(p) as f64)
+        .collect();
     if let Some(ps) = prompt_shares(view.trace, &view.positions) {
         let fig = stack_figure(
-            format!("Attention allocation of the last prompt token — {}", view.label),
+            format!(
+                "Attention allocation of the last prompt token — {}",
+                view.label
+            ),
             subs.clone(),
             vec![stack_panel(String::new(), meta, &layers_x, &ps)],
         );
-        done.files.extend(save(&fig, &out.join("allocation_prompt"), canvas)?);
+        done.files
+            .extend(save(&fig, &out.join("allocation_prompt"), canvas)?);
     }
     if meta.steps > 0 {
         let gs = generation_shares(view.trace, &view.positions);
@@ -554,7 +594,8 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
             subs.clone(),
             vec![stack_panel(String::new(), meta, &layers_x, &gs)],
         );
-        done.files.extend(save(&fig, &out.join("allocation_generation"), canvas)?);
+        done.files
+            .extend(save(&fig, &out.join("allocation_generation"), canvas)?);
     }
     // 4a. visual share by layer
     if let Some(vi) = meta.role_index("visual") {
@@ -565,7 +606,11 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
                 Series::new(
                     "during generation (mean over steps)",
                     series_color(0),
-                    layers_x.iter().zip(gs.column(vi).iter()).map(|(&x, &y)| (x, y)).collect(),
+                    layers_x
+                        .iter()
+                        .zip(gs.column(vi).iter())
+                        .map(|(&x, &y)| (x, y))
+                        .collect(),
                 )
                 .kind(SeriesKind::LineMarkers),
             );
@@ -575,7 +620,11 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
                 Series::new(
                     "last prompt token",
                     series_color(1),
-                    layers_x.iter().zip(ps.column(vi).iter()).map(|(&x, &y)| (x, y)).collect(),
+                    layers_x
+                        .iter()
+                        .zip(ps.column(vi).iter())
+                        .map(|(&x, &y)| (x, y))
+                        .collect(),
                 )
                 .kind(SeriesKind::LineMarkers),
             );
@@ -591,13 +640,14 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
                     series,
                     y_range: Some(y),
                     x_integer: true,
-                ..Default::default()
+                    ..Default::default()
                 }],
                 cols: Some(1),
                 panel_size: (760.0, 420.0),
                 extra_legend: Vec::new(),
             };
-            done.files.extend(save(&fig, &out.join("visual_share_by_layer"), canvas)?);
+            done.files
+                .extend(save(&fig, &out.join("visual_share_by_layer"), canvas)?);
         }
     }
     // 4b. shift along the chain
@@ -644,7 +694,8 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
             panels,
             extra_legend: Vec::new(),
         };
-        done.files.extend(save(&fig, &out.join("shift_steps"), canvas)?);
+        done.files
+            .extend(save(&fig, &out.join("shift_steps"), canvas)?);
     }
     // heads × layers visual share
     if let (Some(rah), Some(vi)) = (&arrays.role_attention_heads, meta.role_index("visual")) {
@@ -671,7 +722,9 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
                 title: format!("Visual share per head and layer — {}", view.label),
                 subtitles: {
                     let mut s = subs.clone();
-                    s.push(format!("share of each head's attention on image tokens, {steps_note}"));
+                    s.push(format!(
+                        "share of each head's attention on image tokens, {steps_note}"
+                    ));
                     s
                 },
                 x_label: "Layer".into(),
@@ -682,7 +735,8 @@ pub fn render_one(view: &TraceView, out: &Path, opts: &RenderOptions, done: &mut
                 colormap: opts.colormap,
                 colorbar_label: "visual share".into(),
             };
-            done.files.extend(save(&fig, &out.join("heads_visual_share"), canvas)?);
+            done.files
+                .extend(save(&fig, &out.join("heads_visual_share"), canvas)?);
         }
     }
     Ok(())
@@ -728,7 +782,12 @@ fn stack_figure(title: String, subtitles: Vec<String>, panels: Vec<StackPanel>) 
 }
 
 /// Figures comparing several traces (e.g. a reasoning model and its base), into `out`.
-pub fn render_compare(views: &[TraceView], out: &Path, opts: &RenderOptions, done: &mut Rendered) -> Result<()> {
+pub fn render_compare(
+    views: &[TraceView],
+    out: &Path,
+    opts: &RenderOptions,
+    done: &mut Rendered,
+) -> Result<()> {
     let canvas = &opts.canvas;
     let labels: Vec<String> = views.iter().map(|v| v.label.clone()).collect();
     let who = labels.join(" vs ");
@@ -757,7 +816,8 @@ pub fn render_compare(views: &[TraceView], out: &Path, opts: &RenderOptions, don
         opts,
         150.0,
     );
-    done.files.extend(save(&fig, &out.join("compare_layers_grid"), canvas)?);
+    done.files
+        .extend(save(&fig, &out.join("compare_layers_grid"), canvas)?);
     if views.iter().all(|v| v.photo.is_some()) {
         let fig = map_figure(
             format!("Visual attention per layer on the image — {who}"),
@@ -766,7 +826,11 @@ pub fn render_compare(views: &[TraceView], out: &Path, opts: &RenderOptions, don
             opts,
             170.0,
         );
-        done.files.extend(save(&fig, &out.join("compare_layers_grid_overlay"), canvas)?);
+        done.files.extend(save(
+            &fig,
+            &out.join("compare_layers_grid_overlay"),
+            canvas,
+        )?);
     }
     let fig = map_figure(
         format!("Visual attention, mean of the selected layers — {who}"),
@@ -787,13 +851,15 @@ pub fn render_compare(views: &[TraceView], out: &Path, opts: &RenderOptions, don
         opts,
         460.0,
     );
-    done.files.extend(save(&fig, &out.join("compare_mean"), canvas)?);
+    done.files
+        .extend(save(&fig, &out.join("compare_mean"), canvas)?);
     // allocation bars side by side
     let panels: Option<Vec<StackPanel>> = views
         .iter()
         .map(|v| {
             let x: Vec<f64> = v.positions.iter().map(|&p| v.layer(p) as f64).collect();
-            prompt_shares(v.trace, &v.positions).map(|s| stack_panel(v.label.clone(), v.meta(), &x, &s))
+            prompt_shares(v.trace, &v.positions)
+                .map(|s| stack_panel(v.label.clone(), v.meta(), &x, &s))
         })
         .collect();
     if let Some(panels) = panels {
@@ -802,14 +868,20 @@ pub fn render_compare(views: &[TraceView], out: &Path, opts: &RenderOptions, don
             subs.clone(),
             panels,
         );
-        done.files.extend(save(&fig, &out.join("compare_allocation_prompt"), canvas)?);
+        done.files
+            .extend(save(&fig, &out.join("compare_allocation_prompt"), canvas)?);
     }
     if views.iter().all(|v| v.meta().steps > 0) {
         let panels = views
             .iter()
             .map(|v| {
                 let x: Vec<f64> = v.positions.iter().map(|&p| v.layer(p) as f64).collect();
-                stack_panel(v.label.clone(), v.meta(), &x, &generation_shares(v.trace, &v.positions))
+                stack_panel(
+                    v.label.clone(),
+                    v.meta(),
+                    &x,
+                    &generation_shares(v.trace, &v.positions),
+                )
             })
             .collect();
         let fig = stack_figure(
@@ -817,7 +889,11 @@ pub fn render_compare(views: &[TraceView], out: &Path, opts: &RenderOptions, don
             subs.clone(),
             panels,
         );
-        done.files.extend(save(&fig, &out.join("compare_allocation_generation"), canvas)?);
+        done.files.extend(save(
+            &fig,
+            &out.join("compare_allocation_generation"),
+            canvas,
+        )?);
     }
     // visual share by layer, one line per trace
     let mut series = Vec::new();
@@ -832,7 +908,10 @@ pub fn render_compare(views: &[TraceView], out: &Path, opts: &RenderOptions, don
                 Series::new(
                     format!("{} (generation)", v.label),
                     series_color(i),
-                    x.iter().zip(gs.column(vi).iter()).map(|(&a, &b)| (a, b)).collect(),
+                    x.iter()
+                        .zip(gs.column(vi).iter())
+                        .map(|(&a, &b)| (a, b))
+                        .collect(),
                 )
                 .kind(SeriesKind::LineMarkers),
             );
@@ -842,7 +921,10 @@ pub fn render_compare(views: &[TraceView], out: &Path, opts: &RenderOptions, don
                 Series::new(
                     format!("{} (last prompt token)", v.label),
                     series_color(i),
-                    x.iter().zip(ps.column(vi).iter()).map(|(&a, &b)| (a, b)).collect(),
+                    x.iter()
+                        .zip(ps.column(vi).iter())
+                        .map(|(&a, &b)| (a, b))
+                        .collect(),
                 )
                 .kind(SeriesKind::Dashed),
             );
@@ -865,7 +947,11 @@ pub fn render_compare(views: &[TraceView], out: &Path, opts: &RenderOptions, don
             panel_size: (820.0, 440.0),
             extra_legend: Vec::new(),
         };
-        done.files.extend(save(&fig, &out.join("compare_visual_share_by_layer"), canvas)?);
+        done.files.extend(save(
+            &fig,
+            &out.join("compare_visual_share_by_layer"),
+            canvas,
+        )?);
     }
     // visual share along the chain, one line per trace, panels by relative depth
     let with_steps: Vec<(usize, &TraceView)> = views
@@ -891,14 +977,19 @@ pub fn render_compare(views: &[TraceView], out: &Path, opts: &RenderOptions, don
                 let shares = step_role_shares(v.trace, ps);
                 let window = auto_window(v.meta().steps, opts.window);
                 let sm = rolling_mean(&shares.column(vi).to_vec(), window);
-                series.push(Series::new(
-                    format!("{} (layers {})", v.label, v.layer_span(ps)),
-                    series_color(i),
-                    sm.iter().enumerate().map(|(s, &y)| (s as f64, y)).collect(),
-                ).hidden());
-                for e in v.meta().events.iter().filter(|e| {
-                    matches!(e.kind, EventKind::ThinkEnd | EventKind::ForcedThinkEnd)
-                }) {
+                series.push(
+                    Series::new(
+                        format!("{} (layers {})", v.label, v.layer_span(ps)),
+                        series_color(i),
+                        sm.iter().enumerate().map(|(s, &y)| (s as f64, y)).collect(),
+                    )
+                    .hidden(),
+                );
+                for e in
+                    v.meta().events.iter().filter(|e| {
+                        matches!(e.kind, EventKind::ThinkEnd | EventKind::ForcedThinkEnd)
+                    })
+                {
                     vlines.push(VLine {
                         x: e.step as f64,
                         color: series_color(i),
@@ -928,7 +1019,9 @@ pub fn render_compare(views: &[TraceView], out: &Path, opts: &RenderOptions, don
             title: format!("Visual share along the reasoning chain — {who}"),
             subtitles: {
                 let mut s = subs.clone();
-                s.push("depth groups are thirds of each model's selected layers; rolling mean".into());
+                s.push(
+                    "depth groups are thirds of each model's selected layers; rolling mean".into(),
+                );
                 s
             },
             panels,
@@ -939,7 +1032,8 @@ pub fn render_compare(views: &[TraceView], out: &Path, opts: &RenderOptions, don
                 .map(|&(i, v)| LegendEntry::new(v.label.clone(), series_color(i), Swatch::Line))
                 .collect(),
         };
-        done.files.extend(save(&fig, &out.join("compare_shift_steps"), canvas)?);
+        done.files
+            .extend(save(&fig, &out.join("compare_shift_steps"), canvas)?);
     }
     Ok(())
 }
