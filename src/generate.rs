@@ -35,7 +35,10 @@ impl ThinkTags {
             bail!("the thinking close tag cannot be empty");
         }
         if self.open == self.close {
-            bail!("the thinking open and close tags must differ (both `{}`)", self.open);
+            bail!(
+                "the thinking open and close tags must differ (both `{}`)",
+                self.open
+            );
         }
         if !self.answer_open.is_empty() && self.answer_open == self.close {
             bail!("the answer tag must differ from the thinking close tag");
@@ -271,7 +274,10 @@ impl<'a> Generator<'a> {
         }
         cfg.sampling.apply_seed();
         let model = self.model;
-        fn opts<'o>(obs: &'o mut Option<&mut dyn StepObserver>, steering: Option<&'o Tensor>) -> ForwardOptions<'o> {
+        fn opts<'o>(
+            obs: &'o mut Option<&mut dyn StepObserver>,
+            steering: Option<&'o Tensor>,
+        ) -> ForwardOptions<'o> {
             ForwardOptions {
                 observer: match obs {
                     Some(o) => Some(&mut **o as &mut dyn AttentionObserver),
@@ -283,8 +289,13 @@ impl<'a> Generator<'a> {
         }
         let reserve = (prompt_ids.len() + cfg.max_new_tokens + 8) as i64;
         let t0 = std::time::Instant::now();
-        let (hidden, _, mut seq) =
-            model.prefill(prompt_ids, images, reserve, opts(&mut observer, steering), vision)?;
+        let (hidden, _, mut seq) = model.prefill(
+            prompt_ids,
+            images,
+            reserve,
+            opts(&mut observer, steering),
+            vision,
+        )?;
         let mut logits = model.logits(&hidden.select(1, hidden.size()[1] - 1).squeeze_dim(0));
         // timing needs the device to have finished
         let mut timing = Timing {
@@ -341,7 +352,16 @@ impl<'a> Generator<'a> {
                 if let Some((tag_tok, _)) = self.find_close(&st, &cfg.tags)? {
                     if !forced && self.should_extend(&st, cfg, tag_tok) {
                         // remove the tokens that closed the block and continue thinking
-                        self.extend_thinking(&mut st, &mut seq, &mut history, &mut queue, tag_tok, prompt_len, cfg, reborrow_step(&mut observer))?;
+                        self.extend_thinking(
+                            &mut st,
+                            &mut seq,
+                            &mut history,
+                            &mut queue,
+                            tag_tok,
+                            prompt_len,
+                            cfg,
+                            reborrow_step(&mut observer),
+                        )?;
                         // the last kept position's query already predicts the first forced token
                         continue;
                     }
@@ -360,7 +380,16 @@ impl<'a> Generator<'a> {
                     }
                 } else if is_eos && self.should_extend(&st, cfg, st.ids.len() - 1) {
                     let at = st.ids.len() - 1;
-                    self.extend_thinking(&mut st, &mut seq, &mut history, &mut queue, at, prompt_len, cfg, reborrow_step(&mut observer))?;
+                    self.extend_thinking(
+                        &mut st,
+                        &mut seq,
+                        &mut history,
+                        &mut queue,
+                        at,
+                        prompt_len,
+                        cfg,
+                        reborrow_step(&mut observer),
+                    )?;
                     continue;
                 }
             }
@@ -419,7 +448,9 @@ impl<'a> Generator<'a> {
             }
             if let Some(pos) = tail.find(tag.as_str()) {
                 // completed only now: without the newest token the tail must not contain it
-                let before = self.tokenizer.decode(&st.ids[tail_from..st.ids.len() - 1], false)?;
+                let before = self
+                    .tokenizer
+                    .decode(&st.ids[tail_from..st.ids.len() - 1], false)?;
                 if !before.contains(tag.as_str()) {
                     hit = Some(pos);
                     break;
@@ -484,7 +515,12 @@ impl<'a> Generator<'a> {
         Ok(())
     }
 
-    fn finish(&self, st: State, stop_reason: StopReason, cfg: &GenerateConfig) -> Result<Generation> {
+    fn finish(
+        &self,
+        st: State,
+        stop_reason: StopReason,
+        cfg: &GenerateConfig,
+    ) -> Result<Generation> {
         let text = self.tokenizer.decode(&st.ids, true)?;
         let answer_start = st.closed_at.unwrap_or(st.ids.len());
         let (thinking, answer) = split_thinking(&text, &cfg.tags);

@@ -13,12 +13,16 @@ use crate::preprocess::{self, ImageProcessorConfig, PreprocessedImage};
 /// The demo checkpoint bundled with rhlens (random weights).
 pub fn demo_model_dir() -> PathBuf {
     // next to the binary's source tree: assets/demo-model
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join("demo-model")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join("demo-model")
 }
 
 /// The demo image bundled with rhlens.
 pub fn demo_image() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join("demo.png")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join("demo.png")
 }
 
 pub struct Runtime {

@@ -31,7 +31,10 @@ impl Default for SamplingConfig {
 impl SamplingConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if !(self.temperature > 0.0) || !self.temperature.is_finite() {
-            anyhow::bail!("--temperature must be a positive number (got {})", self.temperature);
+            anyhow::bail!(
+                "--temperature must be a positive number (got {})",
+                self.temperature
+            );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             anyhow::bail!("--top-p must be in (0, 1] (got {})", self.top_p);

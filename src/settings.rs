@@ -22,7 +22,12 @@ pub struct SweepArgs {
     #[arg(long)]
     pub steer: Option<PathBuf>,
     /// Steering weights, e.g. -0.1,-0.05,0,0.05,0.1
-    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, requires = "steer")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        requires = "steer"
+    )]
     pub weights: Vec<f64>,
 }
 
@@ -64,14 +69,21 @@ impl SweepArgs {
     pub fn plan(&self) -> Result<(SweepKind, Vec<SweepSetting>)> {
         let fmt_w = |w: f64| {
             let s = format!("{w}");
-            if s.contains('.') || s.contains('e') { s } else { format!("{s}.0") }
+            if s.contains('.') || s.contains('e') {
+                s
+            } else {
+                format!("{s}.0")
+            }
         };
         let (kind, settings): (SweepKind, Vec<SweepSetting>) = if !self.budgets.is_empty() {
             (
                 SweepKind::Budgets,
                 self.budgets
                     .iter()
-                    .map(|&b| SweepSetting { key: format!("budget={b}"), value: b as f64 })
+                    .map(|&b| SweepSetting {
+                        key: format!("budget={b}"),
+                        value: b as f64,
+                    })
                     .collect(),
             )
         } else if !self.waits.is_empty() {
@@ -79,7 +91,10 @@ impl SweepArgs {
                 SweepKind::Waits,
                 self.waits
                     .iter()
-                    .map(|&k| SweepSetting { key: format!("waits={k}"), value: k as f64 })
+                    .map(|&k| SweepSetting {
+                        key: format!("waits={k}"),
+                        value: k as f64,
+                    })
                     .collect(),
             )
         } else if self.steer.is_some() {
@@ -93,11 +108,16 @@ impl SweepArgs {
                 SweepKind::Steer,
                 self.weights
                     .iter()
-                    .map(|&w| SweepSetting { key: format!("steer={}", fmt_w(w)), value: w })
+                    .map(|&w| SweepSetting {
+                        key: format!("steer={}", fmt_w(w)),
+                        value: w,
+                    })
                     .collect(),
             )
         } else {
-            bail!("say what to sweep: --budgets LIST, --waits LIST, or --steer FILE --weights LIST");
+            bail!(
+                "say what to sweep: --budgets LIST, --waits LIST, or --steer FILE --weights LIST"
+            );
         };
         let mut keys: Vec<&str> = settings.iter().map(|s| s.key.as_str()).collect();
         keys.sort_unstable();
@@ -125,7 +145,11 @@ impl SweepArgs {
 
 impl Sweep {
     /// The generation config and steering tensor for one setting.
-    pub fn apply(&self, setting: &SweepSetting, base: &GenerateConfig) -> (GenerateConfig, Option<Tensor>) {
+    pub fn apply(
+        &self,
+        setting: &SweepSetting,
+        base: &GenerateConfig,
+    ) -> (GenerateConfig, Option<Tensor>) {
         let mut cfg = base.clone();
         let mut steering = None;
         match self.kind {

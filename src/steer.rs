@@ -32,7 +32,8 @@ pub struct GenerationRecord {
 
 /// Reads a JSONL of generation records; image paths are relative to the file's directory.
 pub fn read_records(path: &Path) -> Result<Vec<GenerationRecord>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -45,7 +46,11 @@ pub fn read_records(path: &Path) -> Result<Vec<GenerationRecord>> {
             r.image = base.join(&r.image);
         }
         if r.generated_ids.is_none() && r.thinking.is_none() {
-            bail!("{}:{}: the record has neither generated_ids nor thinking text", path.display(), i + 1);
+            bail!(
+                "{}:{}: the record has neither generated_ids nor thinking text",
+                path.display(),
+                i + 1
+            );
         }
         out.push(r);
     }
@@ -83,7 +88,9 @@ pub fn thinking_residual(rt: &Runtime, rec: &GenerationRecord) -> Result<Tensor>
     let (gen, n_think) = match &rec.generated_ids {
         Some(ids) => (ids.clone(), rec.think_tokens.min(ids.len())),
         None => {
-            let ids = rt.tokenizer.encode(rec.thinking.as_deref().unwrap_or_default())?;
+            let ids = rt
+                .tokenizer
+                .encode(rec.thinking.as_deref().unwrap_or_default())?;
             let n = ids.len();
             (ids, n)
         }
@@ -108,7 +115,11 @@ pub fn thinking_residual(rt: &Runtime, rec: &GenerationRecord) -> Result<Tensor>
         },
         None,
     )?;
-    let rows: Vec<Tensor> = obs.sums.into_iter().map(|t| t.expect("every layer reports")).collect();
+    let rows: Vec<Tensor> = obs
+        .sums
+        .into_iter()
+        .map(|t| t.expect("every layer reports"))
+        .collect();
     Ok(Tensor::stack(&rows, 0).to_device(Device::Cpu))
 }
 
@@ -127,8 +138,14 @@ pub fn compute_direction(
     short_max: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Direction> {
-    let long: Vec<&GenerationRecord> = records.iter().filter(|r| r.think_tokens > long_min).collect();
-    let short: Vec<&GenerationRecord> = records.iter().filter(|r| r.think_tokens < short_max).collect();
+    let long: Vec<&GenerationRecord> = records
+        .iter()
+        .filter(|r| r.think_tokens > long_min)
+        .collect();
+    let short: Vec<&GenerationRecord> = records
+        .iter()
+        .filter(|r| r.think_tokens < short_max)
+        .collect();
     if long.is_empty() || short.is_empty() {
         bail!(
             "need at least one long (> {long_min} thinking tokens) and one short (< {short_max}) generation; found {} long and {} short among {}",
@@ -175,9 +192,15 @@ pub fn load_scaled(path: &Path, rt: &Runtime, weight: f64) -> Result<Option<Tens
     let named = Tensor::read_safetensors(path)
         .with_context(|| format!("reading steering direction {}", path.display()))?;
     let Some((_, d)) = named.into_iter().find(|(n, _)| n == "direction") else {
-        bail!("{} has no `direction` tensor (make one with `rhlens direction`)", path.display());
+        bail!(
+            "{} has no `direction` tensor (make one with `rhlens direction`)",
+            path.display()
+        );
     };
-    let want = [rt.model.num_layers() as i64, rt.config.text.hidden_size as i64];
+    let want = [
+        rt.model.num_layers() as i64,
+        rt.config.text.hidden_size as i64,
+    ];
     if d.size() != want {
         bail!(
             "steering direction {} has shape {:?} but this model needs {:?}",
@@ -189,5 +212,9 @@ pub fn load_scaled(path: &Path, rt: &Runtime, weight: f64) -> Result<Option<Tens
     if weight == 0.0 {
         return Ok(None);
     }
-    Ok(Some((d * weight).to_kind(rt.model.kind).to_device(rt.model.device)))
+    Ok(Some(
+        (d * weight)
+            .to_kind(rt.model.kind)
+            .to_device(rt.model.device),
+    ))
 }

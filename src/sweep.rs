@@ -90,7 +90,15 @@ pub struct SweepRequest<'a> {
     pub out: &'a Path,
 }
 
-fn row_from_trace(setting: &SweepSetting, sample: usize, seed: Option<u64>, rel: &str, meta: &TraceMeta, arrays: &TraceArrays, elapsed_s: f64) -> SweepRow {
+fn row_from_trace(
+    setting: &SweepSetting,
+    sample: usize,
+    seed: Option<u64>,
+    rel: &str,
+    meta: &TraceMeta,
+    arrays: &TraceArrays,
+    elapsed_s: f64,
+) -> SweepRow {
     let (groups, overall) = role_shares(meta, arrays);
     let idx = |r: &str| meta.role_index(r).map(|i| overall[i]).unwrap_or(0.0);
     SweepRow {
@@ -115,7 +123,12 @@ fn row_from_trace(setting: &SweepSetting, sample: usize, seed: Option<u64>, rel:
 }
 
 /// Run (or resume) a sweep; `progress(done, total, label)` is called after each generation.
-pub fn run_sweep(rt: &Runtime, sweep: &Sweep, req: &SweepRequest<'_>, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<SweepSummary> {
+pub fn run_sweep(
+    rt: &Runtime,
+    sweep: &Sweep,
+    req: &SweepRequest<'_>,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<SweepSummary> {
     std::fs::create_dir_all(req.out).with_context(|| format!("creating {}", req.out.display()))?;
     let samples = req.samples.max(1);
     let total = sweep.settings.len() * samples;
@@ -139,7 +152,9 @@ pub fn run_sweep(rt: &Runtime, sweep: &Sweep, req: &SweepRequest<'_>, progress: 
             let seed = base.sampling.seed;
             if let Ok(t) = Trace::read(&dir) {
                 // finished in an earlier run
-                rows.push(row_from_trace(setting, k, seed, &rel, &t.meta, &t.arrays, 0.0));
+                rows.push(row_from_trace(
+                    setting, k, seed, &rel, &t.meta, &t.arrays, 0.0,
+                ));
                 done += 1;
                 progress(done, total, &format!("{} (done before)", setting.key));
                 continue;
@@ -167,7 +182,15 @@ pub fn run_sweep(rt: &Runtime, sweep: &Sweep, req: &SweepRequest<'_>, progress: 
             };
             let run = traced_generation(rt, &tr, &mut |_| {})
                 .with_context(|| format!("setting {}", setting.key))?;
-            rows.push(row_from_trace(setting, k, seed, &rel, &run.meta, &run.arrays, t0.elapsed().as_secs_f64()));
+            rows.push(row_from_trace(
+                setting,
+                k,
+                seed,
+                &rel,
+                &run.meta,
+                &run.arrays,
+                t0.elapsed().as_secs_f64(),
+            ));
             done += 1;
             progress(done, total, &setting.key);
         }

@@ -22,7 +22,11 @@ pub fn libtorch_version() -> String {
     if let Some(text) = version_py.and_then(|p| std::fs::read_to_string(p).ok()) {
         for line in text.lines() {
             if let Some(v) = line.strip_prefix("__version__ = ") {
-                return format!("{} ({})", v.trim_matches(|c| c == '\'' || c == '"'), lib.display());
+                return format!(
+                    "{} ({})",
+                    v.trim_matches(|c| c == '\'' || c == '"'),
+                    lib.display()
+                );
             }
         }
     }

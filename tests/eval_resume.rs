@@ -56,14 +56,18 @@ fn killed_eval_resumes_exactly_once() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before = lines(&out).len();
-    assert!(before >= 5, "the run wrote {before} results before being killed");
+    assert!(
+        before >= 5,
+        "the run wrote {before} results before being killed"
+    );
 
     let status = eval_cmd(&out).status().unwrap();
     assert!(status.success());
     let all = lines(&out);
     let mut seen: HashMap<(String, String, String), usize> = HashMap::new();
     for l in &all {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("corrupt line {l:?}: {e}"));
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("corrupt line {l:?}: {e}"));
         let key = (
             v["split"].as_str().unwrap().to_string(),
             v["sample_id"].as_str().unwrap().to_string(),
@@ -84,12 +88,24 @@ fn killed_eval_resumes_exactly_once() {
     // budgets were applied: think_tokens never exceeds the budget
     for l in &all {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        let b: u64 = v["setting"].as_str().unwrap().trim_start_matches("budget=").parse().unwrap();
+        let b: u64 = v["setting"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("budget=")
+            .parse()
+            .unwrap();
         assert!(v["think_tokens"].as_u64().unwrap() <= b);
         assert!(v["role_summary"]["mean_share"].as_array().unwrap().len() == 5);
     }
 
-    let score = Command::new(bin()).args(["score", out.to_str().unwrap(), "--quiet"]).output().unwrap();
-    assert!(score.status.success(), "{}", String::from_utf8_lossy(&score.stderr));
+    let score = Command::new(bin())
+        .args(["score", out.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        score.status.success(),
+        "{}",
+        String::from_utf8_lossy(&score.stderr)
+    );
     assert!(out.join("metrics.csv").exists());
 }

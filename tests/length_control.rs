@@ -19,15 +19,29 @@ fn run(rt: &Runtime, image: &str, prompt: &str, cfg: &GenerateConfig) -> Generat
     let p = rt.prepare(&image_path(image), prompt, None).unwrap();
     let g = Generator::new(&rt.model, &rt.tokenizer);
     let ids = g.prompt_ids(&p.input_ids, cfg).unwrap();
-    g.run(&ids, &[p.image.input()], cfg, Default::default(), &mut |_| {}).unwrap()
+    g.run(
+        &ids,
+        &[p.image.input()],
+        cfg,
+        Default::default(),
+        &mut |_| {},
+    )
+    .unwrap()
 }
 
 /// A piece of text the model really produces early on (tokens 5..7 of its greedy output), used as
 /// the "close tag" so that thinking ends early on its own.
 fn early_text(rt: &Runtime, image: &str, prompt: &str) -> String {
     let plain = run(rt, image, prompt, &cfg(24, LengthControl::new()));
-    let tag = rt.tokenizer.decode(&plain.generated_ids[5..7], true).unwrap();
-    assert!(tag.trim().len() >= 2, "fixture text too short: {:?}", plain.text);
+    let tag = rt
+        .tokenizer
+        .decode(&plain.generated_ids[5..7], true)
+        .unwrap();
+    assert!(
+        tag.trim().len() >= 2,
+        "fixture text too short: {:?}",
+        plain.text
+    );
     tag
 }
 
@@ -42,7 +56,11 @@ fn cfg(max: usize, length: LengthControl) -> GenerateConfig {
 
 #[test]
 fn budgets_are_token_exact_and_the_close_tag_lands_there() {
-    for (model, image) in [("tiny-nested", "tall"), ("demo-model", "demo"), ("tiny-flat", "wide")] {
+    for (model, image) in [
+        ("tiny-nested", "tall"),
+        ("demo-model", "demo"),
+        ("tiny-flat", "wide"),
+    ] {
         let rt = load(model);
         let cue = "<answer>";
         for budget in [0usize, 1, 5, 12] {
@@ -59,10 +77,17 @@ fn budgets_are_token_exact_and_the_close_tag_lands_there() {
             );
             assert!(g.forced[budget..budget + forced.len()].iter().all(|f| *f));
             assert!(!g.forced[..budget].iter().any(|f| *f));
-            let ev: Vec<_> = g.events.iter().filter(|e| e.kind == EventKind::ForcedThinkEnd).collect();
+            let ev: Vec<_> = g
+                .events
+                .iter()
+                .filter(|e| e.kind == EventKind::ForcedThinkEnd)
+                .collect();
             assert_eq!(ev.len(), 1);
             assert_eq!(ev[0].step, budget);
-            assert_eq!(g.answer_start, budget + forced.len() - rt.tokenizer.encode(cue).unwrap().len());
+            assert_eq!(
+                g.answer_start,
+                budget + forced.len() - rt.tokenizer.encode(cue).unwrap().len()
+            );
             // forced tokens count in neither thinking nor answer
             let model_tokens = g.forced.iter().filter(|f| !**f).count();
             assert_eq!(g.think_tokens + g.answer_tokens, model_tokens);
@@ -88,8 +113,14 @@ fn assert_consistent_with_recompute(rt: &Runtime, image: &str, prompt: &str, g: 
         if forced {
             continue;
         }
-        let argmax = logits.get((n + s - 1) as i64).argmax(-1, false).int64_value(&[]);
-        assert_eq!(argmax, tok, "step {s}: generation chose {tok}, recompute says {argmax}");
+        let argmax = logits
+            .get((n + s - 1) as i64)
+            .argmax(-1, false)
+            .int64_value(&[]);
+        assert_eq!(
+            argmax, tok,
+            "step {s}: generation chose {tok}, recompute says {argmax}"
+        );
     }
 }
 
@@ -108,13 +139,25 @@ fn minimum_thinking_rolls_back_an_early_close_and_inserts_the_continuation() {
     let mut c = cfg(40, length);
     c.tags = tags.clone();
     let g = run(&rt, "wide", prompt, &c);
-    let waits: Vec<_> = g.events.iter().filter(|e| e.kind == EventKind::Wait).collect();
-    assert!(!waits.is_empty(), "no continuation inserted: {:?} {:?}", g.text, g.events);
+    let waits: Vec<_> = g
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Wait)
+        .collect();
+    assert!(
+        !waits.is_empty(),
+        "no continuation inserted: {:?} {:?}",
+        g.text,
+        g.events
+    );
     assert!(g.text.contains("Wait"));
     // no close tag before the minimum
     if let Some(end) = g.events.iter().find(|e| e.kind == EventKind::ThinkEnd) {
         let model_before = g.forced[..end.step].iter().filter(|f| !**f).count();
-        assert!(model_before >= 16, "closed after {model_before} thinking tokens");
+        assert!(
+            model_before >= 16,
+            "closed after {model_before} thinking tokens"
+        );
     }
     assert!(g.think_tokens >= 16 || g.events.iter().all(|e| e.kind != EventKind::ThinkEnd));
     assert_consistent_with_recompute(&rt, "wide", prompt, &g);
@@ -132,9 +175,18 @@ fn test_time_scaling_reopens_thinking_k_times() {
         ..Default::default()
     };
     let g = run(&rt, "wide", prompt, &c);
-    let waits = g.events.iter().filter(|e| e.kind == EventKind::Wait).count();
+    let waits = g
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Wait)
+        .count();
     assert!(waits >= 1 && waits <= 2, "{waits} waits: {}", g.text);
-    assert_eq!(g.text.matches("Wait, but I'm not sure if I'm missing anything.").count(), waits);
+    assert_eq!(
+        g.text
+            .matches("Wait, but I'm not sure if I'm missing anything.")
+            .count(),
+        waits
+    );
     assert_consistent_with_recompute(&rt, "wide", prompt, &g);
 }
 
@@ -163,7 +215,11 @@ fn probe_rows_after_a_rollback_match_a_recompute() {
         settings: serde_json::Value::Null,
     };
     let traced = traced_generation(&rt, &req, &mut |_| {}).unwrap();
-    assert!(traced.generation.events.iter().any(|e| e.kind == EventKind::Wait));
+    assert!(traced
+        .generation
+        .events
+        .iter()
+        .any(|e| e.kind == EventKind::Wait));
     // eager recompute of the whole final sequence: step s is the row of position P + s - 1
     rt.model.attn_impl = AttnImpl::Eager;
     let p = rt.prepare(&img, prompt, None).unwrap();
@@ -174,20 +230,38 @@ fn probe_rows_after_a_rollback_match_a_recompute() {
         keep_probs: true,
         ..Default::default()
     };
-    let (_, extras, _) = rt.model.prefill(&ids, &[p.image.input()], 0, opts, None).unwrap();
+    let (_, extras, _) = rt
+        .model
+        .prefill(&ids, &[p.image.input()], 0, opts, None)
+        .unwrap();
     let ra = &traced.arrays.role_attention;
     let vis = (p.spans.visual.0 as i64, p.spans.visual.1 as i64);
     let mut worst = 0f64;
     for s in 0..ra.shape()[0] {
         let q = (pl + s - 1) as i64;
         for (l, probs) in extras.probs.iter().enumerate() {
-            let row: Tensor = probs.squeeze_dim(0).select(1, q).mean_dim([0i64].as_slice(), false, Kind::Double);
-            let v = row.narrow(0, vis.0, vis.1 - vis.0).sum(Kind::Double).double_value(&[]);
-            let r = row.narrow(0, pl as i64, s as i64).sum(Kind::Double).double_value(&[]);
-            worst = worst.max((ra[[s, l, 1]] as f64 - v).abs()).max((ra[[s, l, 3]] as f64 - r).abs());
+            let row: Tensor =
+                probs
+                    .squeeze_dim(0)
+                    .select(1, q)
+                    .mean_dim([0i64].as_slice(), false, Kind::Double);
+            let v = row
+                .narrow(0, vis.0, vis.1 - vis.0)
+                .sum(Kind::Double)
+                .double_value(&[]);
+            let r = row
+                .narrow(0, pl as i64, s as i64)
+                .sum(Kind::Double)
+                .double_value(&[]);
+            worst = worst
+                .max((ra[[s, l, 1]] as f64 - v).abs())
+                .max((ra[[s, l, 3]] as f64 - r).abs());
         }
     }
-    assert!(worst <= 1e-5, "probe rows after rollback differ from the recompute by {worst}");
+    assert!(
+        worst <= 1e-5,
+        "probe rows after rollback differ from the recompute by {worst}"
+    );
 }
 
 #[test]
@@ -202,7 +276,15 @@ fn open_think_starts_the_turn_with_the_open_tag() {
     let ids = g.prompt_ids(&p.input_ids, &c).unwrap();
     let open = rt.tokenizer.encode("<think>").unwrap();
     assert_eq!(&ids[ids.len() - open.len()..], open.as_slice());
-    let out = g.run(&ids, &[p.image.input()], &c, Default::default(), &mut |_| {}).unwrap();
+    let out = g
+        .run(
+            &ids,
+            &[p.image.input()],
+            &c,
+            Default::default(),
+            &mut |_| {},
+        )
+        .unwrap();
     assert_eq!(out.think_tokens, 4);
 }
 
@@ -216,16 +298,27 @@ fn steering_weight_zero_is_no_steering_and_nonzero_changes_the_output() {
     tch::manual_seed(3);
     let d = Tensor::randn([layers, hidden], (Kind::Float, Device::Cpu));
     Tensor::write_safetensors(&[("direction", &d)], &path).unwrap();
-    assert!(rhlens::steer::load_scaled(&path, &rt, 0.0).unwrap().is_none());
+    assert!(rhlens::steer::load_scaled(&path, &rt, 0.0)
+        .unwrap()
+        .is_none());
     let plain = run(&rt, "wide", "What is this?", &cfg(16, LengthControl::new()));
-    let p = rt.prepare(&image_path("wide"), "What is this?", None).unwrap();
+    let p = rt
+        .prepare(&image_path("wide"), "What is this?", None)
+        .unwrap();
     let g = Generator::new(&rt.model, &rt.tokenizer);
     let c = cfg(16, LengthControl::new());
-    let steer = rhlens::steer::load_scaled(&path, &rt, 8.0).unwrap().unwrap();
+    let steer = rhlens::steer::load_scaled(&path, &rt, 8.0)
+        .unwrap()
+        .unwrap();
     let hooks = rhlens::generate::Hooks {
         steering: Some(&steer),
         ..Default::default()
     };
-    let steered = g.run(&p.input_ids, &[p.image.input()], &c, hooks, &mut |_| {}).unwrap();
-    assert_ne!(plain.generated_ids, steered.generated_ids, "a large steering weight changed nothing");
+    let steered = g
+        .run(&p.input_ids, &[p.image.input()], &c, hooks, &mut |_| {})
+        .unwrap();
+    assert_ne!(
+        plain.generated_ids, steered.generated_ids,
+        "a large steering weight changed nothing"
+    );
 }

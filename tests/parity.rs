@@ -29,8 +29,16 @@ fn prefill_matches_hugging_face() {
         let mut rt = load(model);
         rt.model.attn_impl = AttnImpl::Eager;
         let prompt = rt.prepare(&image_path(image), r.m("prompt"), None).unwrap();
-        assert_eq!(prompt.rendered, r.m("rendered_prompt"), "{model}/{image}: rendered prompt");
-        assert_eq!(prompt.input_ids, r.ids("input_ids"), "{model}/{image}: input ids");
+        assert_eq!(
+            prompt.rendered,
+            r.m("rendered_prompt"),
+            "{model}/{image}: rendered prompt"
+        );
+        assert_eq!(
+            prompt.input_ids,
+            r.ids("input_ids"),
+            "{model}/{image}: input ids"
+        );
         assert_eq!(
             prompt.image.grid_thw().to_vec(),
             r.ids("image_grid_thw"),
@@ -42,8 +50,16 @@ fn prefill_matches_hugging_face() {
         let images = [prompt.image.input()];
         let index = rt.model.rope_index(&prompt.input_ids, &images).unwrap();
         let pos = index.to_tensor(Device::Cpu).squeeze_dim(1);
-        assert_eq!(max_abs_diff(&pos, r.t("position_ids")), 0.0, "{model}/{image}: positions");
-        assert_eq!(index.rope_delta, r.ids("rope_deltas")[0], "{model}/{image}: rope delta");
+        assert_eq!(
+            max_abs_diff(&pos, r.t("position_ids")),
+            0.0,
+            "{model}/{image}: positions"
+        );
+        assert_eq!(
+            index.rope_delta,
+            r.ids("rope_deltas")[0],
+            "{model}/{image}: rope delta"
+        );
 
         let feats = rt.model.image_features(&images, None).unwrap();
         let d = max_abs_diff(&feats, r.t("image_embeds"));
@@ -54,21 +70,37 @@ fn prefill_matches_hugging_face() {
             keep_hidden: true,
             ..Default::default()
         };
-        let (hidden, extras, _) = rt.model.prefill(&prompt.input_ids, &images, 0, opts, None).unwrap();
+        let (hidden, extras, _) = rt
+            .model
+            .prefill(&prompt.input_ids, &images, 0, opts, None)
+            .unwrap();
         let logits = rt.model.logits(&hidden.squeeze_dim(0));
         let d = max_abs_diff(&logits, r.t("logits"));
         assert!(d <= 1e-4, "{model}/{image}: logits differ by {d}");
         for (l, p) in extras.probs.iter().enumerate() {
             let d = max_abs_diff(&p.squeeze_dim(0), r.t(&format!("attentions.{l}")));
-            assert!(d <= 1e-5, "{model}/{image}: layer {l} attention differs by {d}");
+            assert!(
+                d <= 1e-5,
+                "{model}/{image}: layer {l} attention differs by {d}"
+            );
         }
         for (i, h) in extras.hidden.iter().enumerate() {
             let d = max_abs_diff(h, r.t(&format!("hidden_states.{i}")));
-            assert!(d <= 1e-4, "{model}/{image}: hidden state {i} differs by {d}");
+            assert!(
+                d <= 1e-4,
+                "{model}/{image}: hidden state {i} differs by {d}"
+            );
         }
         // attention far from uniform, otherwise this test proves little
-        let row_max = extras.probs[0].max_dim(-1, false).0.mean(Kind::Float).double_value(&[]);
-        assert!(row_max > 0.3, "{model}/{image}: attention too uniform ({row_max})");
+        let row_max = extras.probs[0]
+            .max_dim(-1, false)
+            .0
+            .mean(Kind::Float)
+            .double_value(&[]);
+        assert!(
+            row_max > 0.3,
+            "{model}/{image}: attention too uniform ({row_max})"
+        );
     }
 }
 
@@ -82,7 +114,13 @@ fn generate(rt: &Runtime, image: &str, prompt: &str, sampling: SamplingConfig) -
         ..Default::default()
     };
     let out = g
-        .run(&p.input_ids, &[p.image.input()], &cfg, Default::default(), &mut |_| {})
+        .run(
+            &p.input_ids,
+            &[p.image.input()],
+            &cfg,
+            Default::default(),
+            &mut |_| {},
+        )
         .unwrap();
     out.generated_ids
 }
@@ -95,7 +133,11 @@ fn continuations_match_hugging_face() {
         for attn in [AttnImpl::Sdpa, AttnImpl::Eager] {
             rt.model.attn_impl = attn;
             let greedy = generate(&rt, image, r.m("prompt"), SamplingConfig::default());
-            assert_eq!(greedy, r.ids("greedy_ids"), "{model}/{image} {attn:?}: greedy ids");
+            assert_eq!(
+                greedy,
+                r.ids("greedy_ids"),
+                "{model}/{image} {attn:?}: greedy ids"
+            );
         }
         rt.model.attn_impl = AttnImpl::Sdpa;
         let penalised = generate(
@@ -107,7 +149,11 @@ fn continuations_match_hugging_face() {
                 ..Default::default()
             },
         );
-        assert_eq!(penalised, r.ids("penalty_ids"), "{model}/{image}: penalised ids");
+        assert_eq!(
+            penalised,
+            r.ids("penalty_ids"),
+            "{model}/{image}: penalised ids"
+        );
         let sampled = generate(
             &rt,
             image,
@@ -121,7 +167,11 @@ fn continuations_match_hugging_face() {
                 seed: Some(1234),
             },
         );
-        assert_eq!(sampled, r.ids("sampled_ids"), "{model}/{image}: seeded sampling ids");
+        assert_eq!(
+            sampled,
+            r.ids("sampled_ids"),
+            "{model}/{image}: seeded sampling ids"
+        );
         // the decoded text matches too
         let text = rt.tokenizer.decode(&r.ids("greedy_ids"), true).unwrap();
         assert_eq!(text, r.m("generated_text"), "{model}/{image}: decoded text");
@@ -133,7 +183,9 @@ fn decode_steps_match_full_recompute() {
     // the KV cache path gives the same logits as running the whole sequence again
     let rt = load("tiny-flat");
     let r = Reference::load("tiny-flat", "wide");
-    let p = rt.prepare(&image_path("wide"), r.m("prompt"), None).unwrap();
+    let p = rt
+        .prepare(&image_path("wide"), r.m("prompt"), None)
+        .unwrap();
     let images = [p.image.input()];
     let greedy = r.ids("greedy_ids");
     let (_, _, mut seq) = rt
@@ -142,7 +194,12 @@ fn decode_steps_match_full_recompute() {
         .unwrap();
     let mut last = Tensor::new();
     for &t in &greedy[..8] {
-        last = rt.model.logits(&rt.model.step(&mut seq, t, ForwardOptions::default()).unwrap().view([-1]));
+        last = rt.model.logits(
+            &rt.model
+                .step(&mut seq, t, ForwardOptions::default())
+                .unwrap()
+                .view([-1]),
+        );
     }
     let ref_logits = r.t("greedy_logits").get(8);
     let d = max_abs_diff(&last, &ref_logits);

@@ -23,7 +23,12 @@ fn config(sampling: SamplingConfig) -> GenerateConfig {
     }
 }
 
-fn request<'a>(image: &'a std::path::Path, prompt: &'a str, cfg: GenerateConfig, probe: ProbeConfig) -> TraceRequest<'a> {
+fn request<'a>(
+    image: &'a std::path::Path,
+    prompt: &'a str,
+    cfg: GenerateConfig,
+    probe: ProbeConfig,
+) -> TraceRequest<'a> {
     TraceRequest {
         image,
         prompt,
@@ -51,13 +56,31 @@ fn span_mass(row: &Tensor, a: i64, b: i64) -> Tensor {
 
 #[test]
 fn role_attention_matches_hugging_face_rows() {
-    for (model, image) in [("tiny-flat", "wide"), ("tiny-nested", "tall"), ("tiny-nested", "wide")] {
+    for (model, image) in [
+        ("tiny-flat", "wide"),
+        ("tiny-nested", "tall"),
+        ("tiny-nested", "wide"),
+    ] {
         let r = Reference::load(model, image);
         let rt = load(model);
         let img = image_path(image);
-        let run = traced_generation(&rt, &request(&img, r.m("prompt"), config(SamplingConfig::default()), ProbeConfig::default()), &mut |_| {}).unwrap();
+        let run = traced_generation(
+            &rt,
+            &request(
+                &img,
+                r.m("prompt"),
+                config(SamplingConfig::default()),
+                ProbeConfig::default(),
+            ),
+            &mut |_| {},
+        )
+        .unwrap();
         let ids: Vec<i64> = run.meta.generated_ids.iter().map(|&i| i as i64).collect();
-        assert_eq!(ids, r.ids("greedy_ids"), "{model}/{image}: ids with the probe on");
+        assert_eq!(
+            ids,
+            r.ids("greedy_ids"),
+            "{model}/{image}: ids with the probe on"
+        );
         let p = run.meta.prompt_tokens as i64;
         let span = |role: &str| {
             run.meta
@@ -102,16 +125,23 @@ fn role_attention_matches_hugging_face_rows() {
                 None => v,
             });
         }
-        assert!(worst <= 1e-5, "{model}/{image}: role attention differs by {worst}");
+        assert!(
+            worst <= 1e-5,
+            "{model}/{image}: role attention differs by {worst}"
+        );
         let want_vis = vis_sum.unwrap() / 24.0;
         let va = &run.arrays.visual_attention;
         let mut worst_v = 0f64;
         for l in 0..va.shape()[0] {
             for t in 0..va.shape()[1] {
-                worst_v = worst_v.max((va[[l, t]] as f64 - want_vis.double_value(&[l as i64, t as i64])).abs());
+                worst_v = worst_v
+                    .max((va[[l, t]] as f64 - want_vis.double_value(&[l as i64, t as i64])).abs());
             }
         }
-        assert!(worst_v <= 1e-6, "{model}/{image}: visual attention differs by {worst_v}");
+        assert!(
+            worst_v <= 1e-6,
+            "{model}/{image}: visual attention differs by {worst_v}"
+        );
     }
 }
 
@@ -126,7 +156,9 @@ fn prompt_only_allocation_is_the_last_prompt_row() {
     for l in 0..rt.model.num_layers() {
         // reference layer analysis: last row of the prefill attention, head mean, summed per span
         let a = r.t(&format!("attentions.{l}")).to_kind(Kind::Double);
-        let row = a.select(1, l_total - 1).mean_dim([0i64].as_slice(), false, None::<Kind>);
+        let row = a
+            .select(1, l_total - 1)
+            .mean_dim([0i64].as_slice(), false, None::<Kind>);
         let sum = |x: i64, y: i64| row.narrow(0, x, y - x).sum(Kind::Double).double_value(&[]);
         let want = [sum(0, vs), sum(vs, ve), sum(ve, l_total)];
         for (k, w) in want.iter().enumerate() {
@@ -134,7 +166,10 @@ fn prompt_only_allocation_is_the_last_prompt_row() {
             assert!((got - w).abs() <= 1e-5, "layer {l} role {k}: {got} vs {w}");
         }
         let total: f32 = alloc.row(l).sum();
-        assert!((total - 1.0).abs() < 1e-5, "layer {l} shares sum to {total}");
+        assert!(
+            (total - 1.0).abs() < 1e-5,
+            "layer {l} shares sum to {total}"
+        );
     }
 }
 
@@ -156,7 +191,13 @@ fn probe_does_not_change_generation() {
         let p = rt.prepare(&img, prompt, None).unwrap();
         let g = rhlens::generate::Generator::new(&rt.model, &rt.tokenizer);
         let plain = g
-            .run(&p.input_ids, &[p.image.input()], &cfg, Default::default(), &mut |_| {})
+            .run(
+                &p.input_ids,
+                &[p.image.input()],
+                &cfg,
+                Default::default(),
+                &mut |_| {},
+            )
             .unwrap();
         for probe in [
             ProbeConfig::default(),
@@ -167,7 +208,9 @@ fn probe_does_not_change_generation() {
                 ..Default::default()
             },
         ] {
-            let traced = traced_generation(&rt, &request(&img, prompt, cfg.clone(), probe), &mut |_| {}).unwrap();
+            let traced =
+                traced_generation(&rt, &request(&img, prompt, cfg.clone(), probe), &mut |_| {})
+                    .unwrap();
             assert_eq!(traced.generation.generated_ids, plain.generated_ids);
         }
     }
@@ -183,18 +226,38 @@ fn per_head_and_windows_are_consistent_with_the_means() {
         visual_heads: true,
         ..Default::default()
     };
-    let run = traced_generation(&rt, &request(&img, "What is here?", config(SamplingConfig::default()), probe), &mut |_| {}).unwrap();
+    let run = traced_generation(
+        &rt,
+        &request(
+            &img,
+            "What is here?",
+            config(SamplingConfig::default()),
+            probe,
+        ),
+        &mut |_| {},
+    )
+    .unwrap();
     let a = &run.arrays;
     let heads = a.role_attention_heads.as_ref().unwrap();
     let mean_heads = heads.mean_axis(ndarray::Axis(2)).unwrap();
-    let d = (&mean_heads - &a.role_attention).mapv(f32::abs).fold(0f32, |m, &x| m.max(x));
+    let d = (&mean_heads - &a.role_attention)
+        .mapv(f32::abs)
+        .fold(0f32, |m, &x| m.max(x));
     assert!(d < 1e-6, "per-head mean differs from role_attention by {d}");
     // windows of 10, 10 and 4 steps: their step-weighted mean is the overall mean
     let w = a.visual_attention_windows.as_ref().unwrap();
     assert_eq!(w.shape()[0], 3);
-    let weighted = (&w.index_axis(ndarray::Axis(0), 0) * 10.0f32 + &w.index_axis(ndarray::Axis(0), 1) * 10.0f32 + &w.index_axis(ndarray::Axis(0), 2) * 4.0f32) / 24.0f32;
-    let d = (&weighted - &a.visual_attention).mapv(f32::abs).fold(0f32, |m, &x| m.max(x));
-    assert!(d < 1e-6, "window means disagree with the overall mean by {d}");
+    let weighted = (&w.index_axis(ndarray::Axis(0), 0) * 10.0f32
+        + &w.index_axis(ndarray::Axis(0), 1) * 10.0f32
+        + &w.index_axis(ndarray::Axis(0), 2) * 4.0f32)
+        / 24.0f32;
+    let d = (&weighted - &a.visual_attention)
+        .mapv(f32::abs)
+        .fold(0f32, |m, &x| m.max(x));
+    assert!(
+        d < 1e-6,
+        "window means disagree with the overall mean by {d}"
+    );
     // every step's role masses sum to 1
     for s in 0..a.role_attention.shape()[0] {
         for l in 0..a.role_attention.shape()[1] {

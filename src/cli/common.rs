@@ -111,7 +111,10 @@ pub struct LengthArgs {
     #[arg(long)]
     pub min_think: Option<usize>,
     /// Text inserted each time thinking is reopened by --waits (test-time scaling)
-    #[arg(long, default_value = "Wait, but I'm not sure if I'm missing anything.")]
+    #[arg(
+        long,
+        default_value = "Wait, but I'm not sure if I'm missing anything."
+    )]
     pub wait: String,
     /// Inserted to reach --min-think
     #[arg(long, default_value = "Wait")]

@@ -30,7 +30,11 @@ pub struct DirectionArgs {
 
 pub fn run(args: DirectionArgs) -> Result<()> {
     if args.short_max > args.long_min {
-        anyhow::bail!("--short-max {} must not exceed --long-min {}", args.short_max, args.long_min);
+        anyhow::bail!(
+            "--short-max {} must not exceed --long-min {}",
+            args.short_max,
+            args.long_min
+        );
     }
     let records = read_records(&args.generations)?;
     let rt = args.model.load()?;
@@ -38,10 +42,16 @@ pub fn run(args: DirectionArgs) -> Result<()> {
         eprintln!("{note}");
     }
     let pb = bar(0, args.quiet);
-    let d = compute_direction(&rt, &records, args.long_min, args.short_max, &mut |done, total| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-    })?;
+    let d = compute_direction(
+        &rt,
+        &records,
+        args.long_min,
+        args.short_max,
+        &mut |done, total| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        },
+    )?;
     pb.finish_and_clear();
     save(&d, &args.out)?;
     let norms = d.direction.norm_scalaropt_dim(2, [1i64].as_slice(), false);

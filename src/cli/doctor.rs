@@ -10,7 +10,10 @@ pub fn run() -> Result<()> {
         let n = tch::Cuda::device_count();
         println!("cuda devices: {n}");
         for i in 0..n {
-            println!("  cuda:{i}: {}", crate::cuda_device_name(i).unwrap_or_else(|| "?".into()));
+            println!(
+                "  cuda:{i}: {}",
+                crate::cuda_device_name(i).unwrap_or_else(|| "?".into())
+            );
         }
     }
     println!("cpu threads: {}", tch::get_num_threads());

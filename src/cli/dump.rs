@@ -26,7 +26,11 @@ pub fn run(args: DumpArgs) -> Result<()> {
         eprintln!("{note}");
     }
     rt.model.attn_impl = AttnImpl::Eager;
-    let prompt = rt.prepare(&args.input.image_path(), &args.input.prompt, args.input.system.as_deref())?;
+    let prompt = rt.prepare(
+        &args.input.image_path(),
+        &args.input.prompt,
+        args.input.system.as_deref(),
+    )?;
     let _guard = tch::no_grad_guard();
     let images = [prompt.image.input()];
     let index = rt.model.rope_index(&prompt.input_ids, &images)?;
@@ -51,8 +55,14 @@ pub fn run(args: DumpArgs) -> Result<()> {
             "image_grid_thw".into(),
             Tensor::from_slice(&prompt.image.grid_thw()).view([1, 3]),
         ),
-        ("position_ids".into(), index.to_tensor(tch::Device::Cpu).squeeze_dim(1)),
-        ("rope_deltas".into(), Tensor::from_slice(&[index.rope_delta])),
+        (
+            "position_ids".into(),
+            index.to_tensor(tch::Device::Cpu).squeeze_dim(1),
+        ),
+        (
+            "rope_deltas".into(),
+            Tensor::from_slice(&[index.rope_delta]),
+        ),
         ("logits".into(), f32(&logits)),
         ("image_embeds".into(), f32(&image_embeds)),
     ];

@@ -7,7 +7,10 @@ use clap::Args;
 
 use super::common::{generate_config, LengthArgs, ModelArgs, SamplingArgs};
 use super::trace::ProbeArgs;
-use crate::bench::{load_bench, run_resumable, Manifest, ResultRecord, ResultsWriter, RunOptions, Sample, Setting, Shard, Split};
+use crate::bench::{
+    load_bench, run_resumable, Manifest, ResultRecord, ResultsWriter, RunOptions, Sample, Setting,
+    Shard, Split,
+};
 use crate::probe::{traced_generation, TraceRequest};
 use crate::settings::SweepArgs;
 use crate::sweep::role_shares;
@@ -74,7 +77,15 @@ pub fn question_text(s: &Sample) -> String {
 }
 
 fn safe_name(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '=' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '=' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -121,63 +132,69 @@ pub fn run(args: EvalArgs) -> Result<()> {
         progress: !args.quiet,
         keep_going: args.keep_going,
     };
-    let summary = run_resumable(&mut writer, &samples, &settings, &opts, |sample, setting, k| {
-        let t0 = std::time::Instant::now();
-        let point = plan
-            .iter()
-            .find(|p| p.key == setting.key)
-            .context("setting not in the plan")?;
-        let mut cfg = base.clone();
-        if let Some(s) = cfg.sampling.seed {
-            cfg.sampling.seed = Some(s + k as u64);
-        } else if args.samples > 1 && !cfg.sampling.greedy {
-            cfg.sampling.seed = Some(k as u64);
-        }
-        let (cfg, steering) = sweep.apply(point, &cfg);
-        let seed = cfg.sampling.seed.unwrap_or(0);
-        let question = question_text(sample);
-        let trace_dir = args.traces.then(|| {
-            args.out.join("traces").join(format!(
-                "{}-{}-{}-s{k}",
-                sample.split.as_str(),
-                safe_name(&sample.id),
-                safe_name(&setting.key)
-            ))
-        });
-        let req = TraceRequest {
-            image: &sample.image,
-            prompt: &question,
-            system: args.system.as_deref(),
-            generate: cfg,
-            probe: probe.clone(),
-            vision: false,
-            steering: steering.as_ref(),
-            out: trace_dir.as_deref(),
-            force: true,
-            settings: serde_json::json!({ "sample": sample.id, "setting": setting.key }),
-        };
-        let run = traced_generation(&rt, &req, &mut |_| {})
-            .with_context(|| format!("sample {} at {}", sample.id, setting.key))?;
-        let (groups, overall) = role_shares(&run.meta, &run.arrays);
-        let g = &run.generation;
-        let mut rec = ResultRecord::for_item(sample, setting, k, &model_name);
-        rec.answer_text = g.text.clone();
-        rec.thinking_text = g.thinking.clone();
-        rec.think_tokens = g.think_tokens as u64;
-        rec.answer_tokens = g.answer_tokens as u64;
-        rec.stop_reason = g.stop_reason.as_str().to_string();
-        rec.extracted = (!g.answer.is_empty()).then(|| g.answer.clone());
-        rec.seed = seed;
-        rec.role_summary = Some(serde_json::json!({
-            "roles": run.meta.roles,
-            "mean_share": overall,
-            "visual_share_by_layer_group": groups,
-            "steps": run.meta.steps,
-            "trace": trace_dir.map(|d| d.to_string_lossy().into_owned()),
-        }));
-        rec.elapsed_s = t0.elapsed().as_secs_f64();
-        Ok(rec)
-    })?;
+    let summary = run_resumable(
+        &mut writer,
+        &samples,
+        &settings,
+        &opts,
+        |sample, setting, k| {
+            let t0 = std::time::Instant::now();
+            let point = plan
+                .iter()
+                .find(|p| p.key == setting.key)
+                .context("setting not in the plan")?;
+            let mut cfg = base.clone();
+            if let Some(s) = cfg.sampling.seed {
+                cfg.sampling.seed = Some(s + k as u64);
+            } else if args.samples > 1 && !cfg.sampling.greedy {
+                cfg.sampling.seed = Some(k as u64);
+            }
+            let (cfg, steering) = sweep.apply(point, &cfg);
+            let seed = cfg.sampling.seed.unwrap_or(0);
+            let question = question_text(sample);
+            let trace_dir = args.traces.then(|| {
+                args.out.join("traces").join(format!(
+                    "{}-{}-{}-s{k}",
+                    sample.split.as_str(),
+                    safe_name(&sample.id),
+                    safe_name(&setting.key)
+                ))
+            });
+            let req = TraceRequest {
+                image: &sample.image,
+                prompt: &question,
+                system: args.system.as_deref(),
+                generate: cfg,
+                probe: probe.clone(),
+                vision: false,
+                steering: steering.as_ref(),
+                out: trace_dir.as_deref(),
+                force: true,
+                settings: serde_json::json!({ "sample": sample.id, "setting": setting.key }),
+            };
+            let run = traced_generation(&rt, &req, &mut |_| {})
+                .with_context(|| format!("sample {} at {}", sample.id, setting.key))?;
+            let (groups, overall) = role_shares(&run.meta, &run.arrays);
+            let g = &run.generation;
+            let mut rec = ResultRecord::for_item(sample, setting, k, &model_name);
+            rec.answer_text = g.text.clone();
+            rec.thinking_text = g.thinking.clone();
+            rec.think_tokens = g.think_tokens as u64;
+            rec.answer_tokens = g.answer_tokens as u64;
+            rec.stop_reason = g.stop_reason.as_str().to_string();
+            rec.extracted = (!g.answer.is_empty()).then(|| g.answer.clone());
+            rec.seed = seed;
+            rec.role_summary = Some(serde_json::json!({
+                "roles": run.meta.roles,
+                "mean_share": overall,
+                "visual_share_by_layer_group": groups,
+                "steps": run.meta.steps,
+                "trace": trace_dir.map(|d| d.to_string_lossy().into_owned()),
+            }));
+            rec.elapsed_s = t0.elapsed().as_secs_f64();
+            Ok(rec)
+        },
+    )?;
     eprintln!(
         "eval: {} items in this run ({} done before, {} answered now, {} failed) -> {}",
         summary.items,

@@ -39,7 +39,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if let Some(note) = rt.random_weights_note() {
         eprintln!("{note}");
     }
-    let prompt = rt.prepare(&args.input.image_path(), &args.input.prompt, args.input.system.as_deref())?;
+    let prompt = rt.prepare(
+        &args.input.image_path(),
+        &args.input.prompt,
+        args.input.system.as_deref(),
+    )?;
     let generator = Generator::new(&rt.model, &rt.tokenizer);
     let ids = generator.prompt_ids(&prompt.input_ids, &cfg)?;
     let stream = !args.json && !args.quiet;
@@ -50,7 +54,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             let _ = out.flush();
         }
     };
-    let g = generator.run(&ids, &[prompt.image.input()], &cfg, Default::default(), &mut on_text)?;
+    let g = generator.run(
+        &ids,
+        &[prompt.image.input()],
+        &cfg,
+        Default::default(),
+        &mut on_text,
+    )?;
     if args.json {
         let v = json!({
             "text": g.text,

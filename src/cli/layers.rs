@@ -48,16 +48,20 @@ struct Record {
 
 /// Parse a JSON array or JSONL; bad records come back as (index, reason).
 fn read_questions(path: &Path) -> Result<(Vec<(String, String, String)>, Vec<(usize, String)>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let values: Vec<serde_json::Value> = if text.trim_start().starts_with('[') {
-        serde_json::from_str(&text).with_context(|| format!("{} is not a JSON array", path.display()))?
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON array", path.display()))?
     } else {
         let mut v = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            v.push(serde_json::from_str(line).unwrap_or_else(|e| serde_json::json!({"__error": format!("line {}: {e}", i + 1)})));
+            v.push(serde_json::from_str(line).unwrap_or_else(
+                |e| serde_json::json!({"__error": format!("line {}: {e}", i + 1)}),
+            ));
         }
         v
     };
@@ -75,7 +79,13 @@ fn read_questions(path: &Path) -> Result<(Vec<(String, String, String)>, Vec<(us
                 continue;
             }
         };
-        let id = r.id.map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).unwrap_or_else(|| i.to_string());
+        let id =
+            r.id.map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .unwrap_or_else(|| i.to_string());
         match (r.image, r.question) {
             (Some(img), Some(q)) if !q.trim().is_empty() => good.push((id, img, q)),
             (None, _) => bad.push((i, "no `image`".into())),
@@ -87,18 +97,27 @@ fn read_questions(path: &Path) -> Result<(Vec<(String, String, String)>, Vec<(us
 
 pub fn run(args: LayersArgs) -> Result<()> {
     let (records, mut bad) = read_questions(&args.questions)?;
-    let base = args
-        .images
-        .clone()
-        .unwrap_or_else(|| args.questions.parent().unwrap_or(Path::new(".")).to_path_buf());
-    let records: Vec<_> = records.into_iter().take(args.limit.unwrap_or(usize::MAX)).collect();
+    let base = args.images.clone().unwrap_or_else(|| {
+        args.questions
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    });
+    let records: Vec<_> = records
+        .into_iter()
+        .take(args.limit.unwrap_or(usize::MAX))
+        .collect();
     if records.is_empty() {
-        bail!("{} has no usable question records", args.questions.display());
+        bail!(
+            "{} has no usable question records",
+            args.questions.display()
+        );
     }
     if args.out.exists() && !args.out.is_dir() {
         bail!("{} exists and is not a directory", args.out.display());
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let rt = args.model.load()?;
     if let Some(note) = rt.random_weights_note() {
         eprintln!("{note}");
@@ -138,7 +157,12 @@ pub fn run(args: LayersArgs) -> Result<()> {
     // table
     let mut csv = String::from("layer,system,visual,instruction\n");
     for l in 0..layers {
-        csv.push_str(&format!("{l},{:.6},{:.6},{:.6}\n", mean[[l, 0]], mean[[l, 1]], mean[[l, 2]]));
+        csv.push_str(&format!(
+            "{l},{:.6},{:.6},{:.6}\n",
+            mean[[l, 0]],
+            mean[[l, 1]],
+            mean[[l, 2]]
+        ));
     }
     write_atomic(&args.out.join("allocation.csv"), csv.as_bytes())?;
     let json = serde_json::json!({
@@ -150,19 +174,39 @@ pub fn run(args: LayersArgs) -> Result<()> {
         "skipped": bad.iter().map(|(i, w)| serde_json::json!({"index": i, "reason": w})).collect::<Vec<_>>(),
         "allocation": mean.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>(),
     });
-    write_atomic(&args.out.join("allocation.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
-    let t_mean = tch::Tensor::from_slice(mean.as_slice().context("layout")?).view([layers as i64, 3]);
-    let t_all = tch::Tensor::from_slice(per_sample.as_slice().context("layout")?).view([n as i64, layers as i64, 3]);
+    write_atomic(
+        &args.out.join("allocation.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    let t_mean =
+        tch::Tensor::from_slice(mean.as_slice().context("layout")?).view([layers as i64, 3]);
+    let t_all = tch::Tensor::from_slice(per_sample.as_slice().context("layout")?).view([
+        n as i64,
+        layers as i64,
+        3,
+    ]);
     tch::Tensor::write_safetensors(
         &[("prompt_role_attention", &t_mean), ("per_sample", &t_all)],
         args.out.join("allocation.safetensors"),
     )?;
     if !args.quiet {
-        println!("{:>5} {:>8} {:>8} {:>12}", "layer", "system", "visual", "instruction");
+        println!(
+            "{:>5} {:>8} {:>8} {:>12}",
+            "layer", "system", "visual", "instruction"
+        );
         for l in 0..layers {
-            println!("{l:>5} {:>7.1}% {:>7.1}% {:>11.1}%", 100.0 * mean[[l, 0]], 100.0 * mean[[l, 1]], 100.0 * mean[[l, 2]]);
+            println!(
+                "{l:>5} {:>7.1}% {:>7.1}% {:>11.1}%",
+                100.0 * mean[[l, 0]],
+                100.0 * mean[[l, 1]],
+                100.0 * mean[[l, 2]]
+            );
         }
     }
-    eprintln!("layers: {n} samples ({} skipped) -> {}", bad.len(), args.out.join("allocation.csv").display());
+    eprintln!(
+        "layers: {n} samples ({} skipped) -> {}",
+        bad.len(),
+        args.out.join("allocation.csv").display()
+    );
     Ok(())
 }

@@ -2,15 +2,15 @@
 pub mod bench_cmds;
 pub mod common;
 pub mod direction;
+pub mod doctor;
+pub mod dump;
 pub mod eval;
 pub mod figures;
 pub mod figures_hook;
+pub mod generate;
 pub mod layers;
 pub mod progress;
 pub mod sweep;
-pub mod doctor;
-pub mod dump;
-pub mod generate;
 pub mod trace;
 
 use clap::{Parser, Subcommand};

@@ -70,7 +70,10 @@ pub fn run(args: SweepCmd) -> Result<()> {
     })?;
     pb.finish_and_clear();
     if !args.quiet {
-        println!("{:<16} {:>6} {:>8} {:>8} {:>8} {:>8}  answer", "setting", "sample", "think", "vis%", "instr%", "reas%");
+        println!(
+            "{:<16} {:>6} {:>8} {:>8} {:>8} {:>8}  answer",
+            "setting", "sample", "think", "vis%", "instr%", "reas%"
+        );
         for r in &summary.rows {
             let mut answer: String = r.answer.chars().take(40).collect();
             answer = answer.replace('\n', " ");

@@ -87,9 +87,30 @@ impl GatedMlp {
         bias: bool,
     ) -> Result<Self> {
         Ok(Self {
-            gate: Linear::load(w, p, &format!("{prefix}.gate_proj"), hidden, intermediate, bias)?,
-            up: Linear::load(w, p, &format!("{prefix}.up_proj"), hidden, intermediate, bias)?,
-            down: Linear::load(w, p, &format!("{prefix}.down_proj"), intermediate, hidden, bias)?,
+            gate: Linear::load(
+                w,
+                p,
+                &format!("{prefix}.gate_proj"),
+                hidden,
+                intermediate,
+                bias,
+            )?,
+            up: Linear::load(
+                w,
+                p,
+                &format!("{prefix}.up_proj"),
+                hidden,
+                intermediate,
+                bias,
+            )?,
+            down: Linear::load(
+                w,
+                p,
+                &format!("{prefix}.down_proj"),
+                intermediate,
+                hidden,
+                bias,
+            )?,
         })
     }
 

@@ -61,12 +61,18 @@ impl Sequence {
 }
 
 impl Qwen2_5Vl {
-    pub fn load(config: &ModelConfig, weights: &Weights, kind: Kind, device: Device) -> Result<Self> {
+    pub fn load(
+        config: &ModelConfig,
+        weights: &Weights,
+        kind: Kind,
+        device: Device,
+    ) -> Result<Self> {
         let p = Placement { kind, device };
         let _guard = tch::no_grad_guard();
         let vision = vision::VisionTower::load(weights, p, &config.vision)
             .context("loading the vision tower")?;
-        let text = text::TextModel::load(weights, p, &config.text).context("loading the decoder")?;
+        let text =
+            text::TextModel::load(weights, p, &config.text).context("loading the decoder")?;
         if config.vision.out_hidden_size != config.text.hidden_size {
             bail!(
                 "vision out_hidden_size {} differs from the decoder hidden_size {}",
@@ -80,7 +86,10 @@ impl Qwen2_5Vl {
             Some(p.load(
                 weights,
                 "lm_head.weight",
-                &[config.text.vocab_size as i64, config.text.hidden_size as i64],
+                &[
+                    config.text.vocab_size as i64,
+                    config.text.hidden_size as i64,
+                ],
             )?)
         };
         Ok(Self {
@@ -118,7 +127,10 @@ impl Qwen2_5Vl {
             bail!("no image given");
         }
         let pv = Tensor::cat(
-            &images.iter().map(|i| i.pixel_values.shallow_clone()).collect::<Vec<_>>(),
+            &images
+                .iter()
+                .map(|i| i.pixel_values.shallow_clone())
+                .collect::<Vec<_>>(),
             0,
         );
         let grids: Vec<[i64; 3]> = images.iter().map(|i| i.grid_thw).collect();
@@ -126,14 +138,20 @@ impl Qwen2_5Vl {
     }
 
     /// Prompt embeddings with the image features scattered over the image-token positions.
-    pub fn prompt_embeddings(&self, input_ids: &[i64], image_features: Option<&Tensor>) -> Result<Tensor> {
+    pub fn prompt_embeddings(
+        &self,
+        input_ids: &[i64],
+        image_features: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let embeds = self.text.embed(input_ids);
         let n_img = input_ids
             .iter()
             .filter(|&&t| t == self.config.image_token_id)
             .count() as i64;
         match image_features {
-            None if n_img > 0 => bail!("the prompt has {n_img} image tokens but no image was given"),
+            None if n_img > 0 => {
+                bail!("the prompt has {n_img} image tokens but no image was given")
+            }
             None => Ok(embeds),
             Some(f) => {
                 let rows = f.size()[0];
@@ -213,9 +231,9 @@ impl Qwen2_5Vl {
             .view([3, 1, 1])
             .to_device(self.device);
         let embeds = self.text.embed(&[token]);
-        let (hidden, _) = self
-            .text
-            .forward(&embeds, &positions, &mut seq.cache, self.attn_impl, opts)?;
+        let (hidden, _) =
+            self.text
+                .forward(&embeds, &positions, &mut seq.cache, self.attn_impl, opts)?;
         Ok(hidden)
     }
 }
@@ -251,11 +269,17 @@ pub fn parse_device(s: &str) -> Result<Device> {
             }
         }
         other => {
-            if let Some(i) = other.strip_prefix("cuda:").and_then(|i| i.parse::<usize>().ok()) {
+            if let Some(i) = other
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse::<usize>().ok())
+            {
                 if (i as i64) < tch::Cuda::device_count() {
                     return Ok(Device::Cuda(i));
                 }
-                bail!("--device {other}: libtorch sees {} CUDA device(s)", tch::Cuda::device_count());
+                bail!(
+                    "--device {other}: libtorch sees {} CUDA device(s)",
+                    tch::Cuda::device_count()
+                );
             }
             bail!("unknown device `{other}` (use cpu, cuda, cuda:N or auto)")
         }

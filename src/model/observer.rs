@@ -35,7 +35,9 @@ pub trait VisionObserver {
 }
 
 /// Reborrow an optional observer for one call (coercions do not reach inside `Option`).
-pub fn reborrow<'s>(o: &'s mut Option<&mut dyn AttentionObserver>) -> Option<&'s mut dyn AttentionObserver> {
+pub fn reborrow<'s>(
+    o: &'s mut Option<&mut dyn AttentionObserver>,
+) -> Option<&'s mut dyn AttentionObserver> {
     match o {
         Some(x) => Some(&mut **x),
         None => None,
@@ -43,7 +45,9 @@ pub fn reborrow<'s>(o: &'s mut Option<&mut dyn AttentionObserver>) -> Option<&'s
 }
 
 /// [`reborrow`] for vision observers.
-pub fn reborrow_vision<'s>(o: &'s mut Option<&mut dyn VisionObserver>) -> Option<&'s mut dyn VisionObserver> {
+pub fn reborrow_vision<'s>(
+    o: &'s mut Option<&mut dyn VisionObserver>,
+) -> Option<&'s mut dyn VisionObserver> {
     match o {
         Some(x) => Some(&mut **x),
         None => None,

@@ -112,10 +112,7 @@ impl TextRope {
     pub fn cos_sin(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
         let b = positions.size()[1];
         let n = self.inv_freq.size()[0];
-        let inv = self
-            .inv_freq
-            .view([1, 1, n, 1])
-            .expand([3, b, n, 1], false);
+        let inv = self.inv_freq.view([1, 1, n, 1]).expand([3, b, n, 1], false);
         let pos = positions.unsqueeze(2).to_kind(Kind::Float);
         let freqs = inv.matmul(&pos).transpose(2, 3);
         let recompose = |f: Tensor| {

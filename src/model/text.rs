@@ -51,7 +51,9 @@ impl KvCache {
                 let mut s = t.size();
                 s[2] = cap;
                 let bigger = Tensor::zeros(s.as_slice(), (t.kind(), t.device()));
-                let _ = bigger.narrow(2, 0, self.len).copy_(&t.narrow(2, 0, self.len));
+                let _ = bigger
+                    .narrow(2, 0, self.len)
+                    .copy_(&t.narrow(2, 0, self.len));
                 *t = bigger;
             }
         }
@@ -144,7 +146,9 @@ impl TextModel {
         let kv_heads = cfg.num_key_value_heads as i64;
         let head_dim = cfg.head_dim as i64;
         if heads % kv_heads != 0 {
-            bail!("num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}");
+            bail!(
+                "num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
+            );
         }
         let embed = p.load(w, "model.embed_tokens.weight", &[cfg.vocab_size as i64, d])?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -154,7 +158,13 @@ impl TextModel {
                 Linear::load(w, p, &format!("{pre}.self_attn.{name}"), i_dim, o_dim, bias)
             };
             layers.push(DecoderLayer {
-                input_norm: RmsNorm::load(w, p, &format!("{pre}.input_layernorm"), d, cfg.rms_norm_eps)?,
+                input_norm: RmsNorm::load(
+                    w,
+                    p,
+                    &format!("{pre}.input_layernorm"),
+                    d,
+                    cfg.rms_norm_eps,
+                )?,
                 post_norm: RmsNorm::load(
                     w,
                     p,
@@ -171,7 +181,14 @@ impl TextModel {
                     kv_heads,
                     head_dim,
                 },
-                mlp: GatedMlp::load(w, p, &format!("{pre}.mlp"), d, cfg.intermediate_size as i64, false)?,
+                mlp: GatedMlp::load(
+                    w,
+                    p,
+                    &format!("{pre}.mlp"),
+                    d,
+                    cfg.intermediate_size as i64,
+                    false,
+                )?,
             });
         }
         Ok(Self {

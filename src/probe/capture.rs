@@ -141,7 +141,10 @@ impl Probe {
         cfg.layers.sort_unstable();
         cfg.layers.dedup();
         if let Some(&bad) = cfg.layers.iter().find(|&&l| l >= num_layers) {
-            anyhow::bail!("layer {bad} does not exist: the model has {num_layers} decoder layers (0..{})", num_layers - 1);
+            anyhow::bail!(
+                "layer {bad} does not exist: the model has {num_layers} decoder layers (0..{})",
+                num_layers - 1
+            );
         }
         if cfg.window == Some(0) {
             anyhow::bail!("--window must be at least 1 step");
@@ -228,14 +231,21 @@ impl Probe {
         let scores = q.matmul(&k.transpose(1, 2)) * scaling;
         let probs = scores
             .softmax(-1, Kind::Float)
-            .to_kind(if self.cfg.f32_probs { Kind::Float } else { query.kind() })
+            .to_kind(if self.cfg.f32_probs {
+                Kind::Float
+            } else {
+                query.kind()
+            })
             .to_kind(Kind::Float)
             .reshape([self.heads, kv_len]);
         let mass = probs.matmul(&self.onehot.narrow(0, 0, kv_len));
         let _ = self.role_buf.get(step as i64).get(li as i64).copy_(&mass);
         let (v0, v1) = self.visual;
         if v1 > v0 {
-            let _ = self.vis_step.get(li as i64).copy_(&probs.narrow(1, v0, v1 - v0));
+            let _ = self
+                .vis_step
+                .get(li as i64)
+                .copy_(&probs.narrow(1, v0, v1 - v0));
         }
         if li + 1 == self.cfg.layers.len() {
             self.finish_step(step);
@@ -260,22 +270,30 @@ impl Probe {
         let nl = self.cfg.layers.len();
         let h = self.heads as usize;
         let heads_buf = self.role_buf.narrow(0, 0, steps.max(1) as i64);
-        let heads_buf = if steps == 0 { heads_buf.narrow(0, 0, 0) } else { heads_buf };
+        let heads_buf = if steps == 0 {
+            heads_buf.narrow(0, 0, 0)
+        } else {
+            heads_buf
+        };
         let role = heads_buf.mean_dim([2i64].as_slice(), false, None::<Kind>);
         let denom = steps.max(1) as f64;
         let vis_heads = &self.vis_sum / denom;
-        let windows = self.vis_windows.as_ref().zip(self.cfg.window).map(|(t, w)| {
-            // mean over the steps actually in each window
-            let n = steps.div_ceil(w);
-            let counts: Vec<f32> = (0..n)
-                .map(|i| (steps.min((i + 1) * w) - i * w) as f32)
-                .collect();
-            let c = Tensor::from_slice(&counts)
-                .to_device(self.device)
-                .view([n as i64, 1, 1, 1]);
-            let t = t.narrow(0, 0, n as i64) / c;
-            to_vec(&t.mean_dim([2i64].as_slice(), false, None::<Kind>))
-        });
+        let windows = self
+            .vis_windows
+            .as_ref()
+            .zip(self.cfg.window)
+            .map(|(t, w)| {
+                // mean over the steps actually in each window
+                let n = steps.div_ceil(w);
+                let counts: Vec<f32> = (0..n)
+                    .map(|i| (steps.min((i + 1) * w) - i * w) as f32)
+                    .collect();
+                let c = Tensor::from_slice(&counts)
+                    .to_device(self.device)
+                    .view([n as i64, 1, 1, 1]);
+                let t = t.narrow(0, 0, n as i64) / c;
+                to_vec(&t.mean_dim([2i64].as_slice(), false, None::<Kind>))
+            });
         ProbeArrays {
             steps,
             layers: self.cfg.layers.clone(),
@@ -294,7 +312,10 @@ impl Probe {
 
 impl ProbeArrays {
     fn check(self, nl: usize) -> Self {
-        debug_assert_eq!(self.role_attention.len(), self.steps * nl * ROLE_NAMES.len());
+        debug_assert_eq!(
+            self.role_attention.len(),
+            self.steps * nl * ROLE_NAMES.len()
+        );
         self
     }
 }

@@ -10,7 +10,13 @@ use crate::runtime::{Prompt, Runtime};
 use crate::trace::{ImageInfo, ModelInfo, RoleSpan, TraceArrays, TraceMeta};
 
 /// Metadata known before generation starts (written first, marked incomplete).
-pub fn trace_meta(rt: &Runtime, prompt: &Prompt, layers: &[usize], window: Option<usize>, settings: serde_json::Value) -> TraceMeta {
+pub fn trace_meta(
+    rt: &Runtime,
+    prompt: &Prompt,
+    layers: &[usize],
+    window: Option<usize>,
+    settings: serde_json::Value,
+) -> TraceMeta {
     let info = &prompt.image.info;
     let merge = rt.config.vision.spatial_merge_size;
     let spans = role_spans(&prompt.spans, prompt.input_ids.len(), 0, 0);
@@ -56,15 +62,26 @@ pub fn trace_meta(rt: &Runtime, prompt: &Prompt, layers: &[usize], window: Optio
 }
 
 /// Fill in what the generation produced.
-pub fn finish_meta(meta: &mut TraceMeta, prompt_len: usize, prompt: &Prompt, g: &Generation, steps: usize) {
-    meta.spans = role_spans(&prompt.spans, prompt_len, g.generated_ids.len(), g.answer_start)
-        .into_iter()
-        .map(|s| RoleSpan {
-            role: s.role,
-            start: s.start,
-            end: s.end,
-        })
-        .collect();
+pub fn finish_meta(
+    meta: &mut TraceMeta,
+    prompt_len: usize,
+    prompt: &Prompt,
+    g: &Generation,
+    steps: usize,
+) {
+    meta.spans = role_spans(
+        &prompt.spans,
+        prompt_len,
+        g.generated_ids.len(),
+        g.answer_start,
+    )
+    .into_iter()
+    .map(|s| RoleSpan {
+        role: s.role,
+        start: s.start,
+        end: s.end,
+    })
+    .collect();
     meta.prompt_tokens = prompt_len;
     meta.steps = steps;
     meta.generated_ids = g.generated_ids.iter().map(|&i| i as u32).collect();
@@ -79,7 +96,11 @@ pub fn finish_meta(meta: &mut TraceMeta, prompt_len: usize, prompt: &Prompt, g: 
 }
 
 /// Probe arrays → trace arrays.
-pub fn trace_arrays(p: &ProbeArrays, grid_thw: [usize; 3], prompt_role: Option<Array2<f32>>) -> Result<TraceArrays> {
+pub fn trace_arrays(
+    p: &ProbeArrays,
+    grid_thw: [usize; 3],
+    prompt_role: Option<Array2<f32>>,
+) -> Result<TraceArrays> {
     let nl = p.layers.len();
     let nr = ROLE_NAMES.len();
     let nv = p.visual_tokens;

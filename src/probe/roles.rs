@@ -32,7 +32,12 @@ pub struct RoleSpan {
 
 /// Spans over prompt + generated positions. Generated tokens before `answer_start` are reasoning
 /// (forced text included), the rest answer.
-pub fn role_spans(prompt: &PromptSpans, prompt_len: usize, generated: usize, answer_start: usize) -> Vec<RoleSpan> {
+pub fn role_spans(
+    prompt: &PromptSpans,
+    prompt_len: usize,
+    generated: usize,
+    answer_start: usize,
+) -> Vec<RoleSpan> {
     let mut spans = Vec::new();
     let mut push = |role: Role, start: usize, end: usize| {
         if end > start {

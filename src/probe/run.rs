@@ -37,7 +37,13 @@ pub struct TracedRun {
     pub dir: Option<PathBuf>,
 }
 
-fn new_probe(rt: &Runtime, prompt_ids: &[i64], prompt: &Prompt, cfg: ProbeConfig, max_steps: usize) -> Result<Probe> {
+fn new_probe(
+    rt: &Runtime,
+    prompt_ids: &[i64],
+    prompt: &Prompt,
+    cfg: ProbeConfig,
+    max_steps: usize,
+) -> Result<Probe> {
     let c = &rt.config.text;
     Probe::new(
         cfg,
@@ -52,11 +58,21 @@ fn new_probe(rt: &Runtime, prompt_ids: &[i64], prompt: &Prompt, cfg: ProbeConfig
 }
 
 /// Generate with the probe attached and (optionally) save the trace.
-pub fn traced_generation(rt: &Runtime, req: &TraceRequest<'_>, on_text: &mut dyn FnMut(&str)) -> Result<TracedRun> {
+pub fn traced_generation(
+    rt: &Runtime,
+    req: &TraceRequest<'_>,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<TracedRun> {
     let prompt = rt.prepare(req.image, req.prompt, req.system)?;
     let generator = Generator::new(&rt.model, &rt.tokenizer);
     let ids = generator.prompt_ids(&prompt.input_ids, &req.generate)?;
-    let mut probe = new_probe(rt, &ids, &prompt, req.probe.clone(), req.generate.max_new_tokens)?;
+    let mut probe = new_probe(
+        rt,
+        &ids,
+        &prompt,
+        req.probe.clone(),
+        req.generate.max_new_tokens,
+    )?;
     let mut vision = req.vision.then(|| {
         VisionProbe::new(
             prompt.image.grid_thw(),
@@ -94,7 +110,9 @@ pub fn traced_generation(rt: &Runtime, req: &TraceRequest<'_>, on_text: &mut dyn
     };
     let hooks = Hooks {
         observer: Some(&mut probe),
-        vision: vision.as_mut().map(|v| v as &mut dyn crate::model::VisionObserver),
+        vision: vision
+            .as_mut()
+            .map(|v| v as &mut dyn crate::model::VisionObserver),
         steering: req.steering,
     };
     let generation = generator.run(&ids, &[prompt.image.input()], &req.generate, hooks, on_text)?;
@@ -103,8 +121,11 @@ pub fn traced_generation(rt: &Runtime, req: &TraceRequest<'_>, on_text: &mut dyn
     finish_meta(&mut meta, ids.len(), &prompt, &generation, pa.steps);
     let prompt_role = (pa.steps > 0).then(|| {
         let n = layers.len() * super::ROLE_NAMES.len();
-        Array2::from_shape_vec((layers.len(), super::ROLE_NAMES.len()), pa.role_attention[..n].to_vec())
-            .expect("step 0 holds layers x roles values")
+        Array2::from_shape_vec(
+            (layers.len(), super::ROLE_NAMES.len()),
+            pa.role_attention[..n].to_vec(),
+        )
+        .expect("step 0 holds layers x roles values")
     });
     let arrays = trace_arrays(&pa, prompt.image.info.grid_thw, prompt_role)?;
     let dir = match writer {
@@ -121,14 +142,25 @@ pub fn traced_generation(rt: &Runtime, req: &TraceRequest<'_>, on_text: &mut dyn
 
 /// The reference layer analysis: the last prompt token's head-mean attention mass per role
 /// (system, visual, instruction, ...) for every decoder layer, from one prefill. `[layers, roles]`.
-pub fn prompt_allocation(rt: &Runtime, image: &Path, question: &str, system: Option<&str>) -> Result<Array2<f32>> {
+pub fn prompt_allocation(
+    rt: &Runtime,
+    image: &Path,
+    question: &str,
+    system: Option<&str>,
+) -> Result<Array2<f32>> {
     let prompt = rt.prepare(image, question, system)?;
     let mut probe = new_probe(rt, &prompt.input_ids, &prompt, ProbeConfig::default(), 1)?;
     let opts = ForwardOptions {
         observer: Some(&mut probe),
         ..Default::default()
     };
-    let _ = rt.model.prefill(&prompt.input_ids, &[prompt.image.input()], 0, opts, None)?;
+    let _ = rt
+        .model
+        .prefill(&prompt.input_ids, &[prompt.image.input()], 0, opts, None)?;
     let pa = probe.arrays();
-    Array2::from_shape_vec((pa.layers.len(), super::ROLE_NAMES.len()), pa.role_attention).context("allocation shape")
+    Array2::from_shape_vec(
+        (pa.layers.len(), super::ROLE_NAMES.len()),
+        pa.role_attention,
+    )
+    .context("allocation shape")
 }
