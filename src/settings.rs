@@ -119,6 +119,9 @@ impl SweepArgs {
                 "say what to sweep: --budgets LIST, --waits LIST, or --steer FILE --weights LIST"
             );
         };
+        if let Some(p) = &self.steer {
+            crate::steer::check_file(p)?;
+        }
         let mut keys: Vec<&str> = settings.iter().map(|s| s.key.as_str()).collect();
         keys.sort_unstable();
         if keys.windows(2).any(|w| w[0] == w[1]) {

@@ -184,11 +184,42 @@ pub fn save(d: &Direction, path: &Path) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Check that `path` is a steering file (a safetensors file with a 2-D float `direction`) without
+/// loading a model; returns the direction's shape.
+pub fn check_file(path: &Path) -> Result<Vec<usize>> {
+    if !path.is_file() {
+        bail!(
+            "steering file {} does not exist (make one with `rhlens direction`)",
+            path.display()
+        );
+    }
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading steering file {}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|_| {
+        anyhow::anyhow!("steering file {} is not a safetensors file", path.display())
+    })?;
+    let d = st.tensor("direction").map_err(|_| {
+        anyhow::anyhow!(
+            "{} has no `direction` tensor (make one with `rhlens direction`)",
+            path.display()
+        )
+    })?;
+    if d.shape().len() != 2 {
+        bail!(
+            "steering direction in {} has shape {:?}; expected [layers, hidden]",
+            path.display(),
+            d.shape()
+        );
+    }
+    Ok(d.shape().to_vec())
+}
+
 /// Load a direction and scale it for the model; `None` for weight 0 (exactly no steering).
 pub fn load_scaled(path: &Path, rt: &Runtime, weight: f64) -> Result<Option<Tensor>> {
     if !weight.is_finite() {
         bail!("--steer-weight must be a finite number");
     }
+    check_file(path)?;
     let named = Tensor::read_safetensors(path)
         .with_context(|| format!("reading steering direction {}", path.display()))?;
     let Some((_, d)) = named.into_iter().find(|(n, _)| n == "direction") else {

@@ -151,6 +151,17 @@ pub fn run_sweep(
             }
             let seed = base.sampling.seed;
             if let Ok(t) = Trace::read(&dir) {
+                let same = t.meta.prompt == req.prompt
+                    && t.meta.image.path == req.image.to_string_lossy()
+                    && t.meta.model.path == rt.dir.to_string_lossy()
+                    && t.meta.settings.get("setting").and_then(|v| v.as_str())
+                        == Some(setting.key.as_str());
+                if !same {
+                    anyhow::bail!(
+                        "{} holds a trace of another prompt, image or model; use a new --out directory",
+                        dir.display()
+                    );
+                }
                 // finished in an earlier run
                 rows.push(row_from_trace(
                     setting, k, seed, &rel, &t.meta, &t.arrays, 0.0,

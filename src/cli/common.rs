@@ -37,6 +37,9 @@ impl ModelArgs {
         let kind = parse_kind(&self.dtype)?;
         let device = parse_device(&self.device)?;
         if let Some(n) = self.threads {
+            if n < 1 {
+                anyhow::bail!("--threads must be at least 1 (got {n})");
+            }
             tch::set_num_threads(n);
         }
         Runtime::load(&self.model_spec(), kind, device)

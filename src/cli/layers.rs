@@ -47,7 +47,7 @@ struct Record {
 }
 
 /// Parse a JSON array or JSONL; bad records come back as (index, reason).
-fn read_questions(path: &Path) -> Result<(Vec<(String, String, String)>, Vec<(usize, String)>)> {
+fn read_questions(path: &Path) -> Result<(Vec<(String, String, String)>, Vec<(String, String)>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let values: Vec<serde_json::Value> = if text.trim_start().starts_with('[') {
@@ -69,13 +69,13 @@ fn read_questions(path: &Path) -> Result<(Vec<(String, String, String)>, Vec<(us
     let mut bad = Vec::new();
     for (i, v) in values.into_iter().enumerate() {
         if let Some(e) = v.get("__error").and_then(|e| e.as_str()) {
-            bad.push((i, format!("not JSON ({e})")));
+            bad.push((format!("record {i}"), format!("not JSON ({e})")));
             continue;
         }
         let r: Record = match serde_json::from_value(v) {
             Ok(r) => r,
             Err(e) => {
-                bad.push((i, format!("not a question record: {e}")));
+                bad.push((format!("record {i}"), format!("not a question record: {e}")));
                 continue;
             }
         };
@@ -88,8 +88,8 @@ fn read_questions(path: &Path) -> Result<(Vec<(String, String, String)>, Vec<(us
             .unwrap_or_else(|| i.to_string());
         match (r.image, r.question) {
             (Some(img), Some(q)) if !q.trim().is_empty() => good.push((id, img, q)),
-            (None, _) => bad.push((i, "no `image`".into())),
-            _ => bad.push((i, "no `question`".into())),
+            (None, _) => bad.push((format!("record {i}"), "no `image`".into())),
+            _ => bad.push((format!("record {i}"), "no `question`".into())),
         }
     }
     Ok((good, bad))
@@ -125,23 +125,26 @@ pub fn run(args: LayersArgs) -> Result<()> {
     let pb = bar(records.len(), args.quiet);
     let mut rows: Vec<Array2<f32>> = Vec::new();
     let mut used = Vec::new();
-    for (i, (id, img, q)) in records.iter().enumerate() {
+    for (id, img, q) in records.iter() {
         let path = base.join(img);
         match prompt_allocation(&rt, &path, q, args.system.as_deref()) {
             Ok(a) => {
                 rows.push(a.slice(ndarray::s![.., 0..3]).to_owned());
                 used.push(id.clone());
             }
-            Err(e) => bad.push((i, format!("{id}: {e:#}"))),
+            Err(e) => bad.push((format!("record {id}"), format!("{e:#}"))),
         }
         pb.inc(1);
     }
     pb.finish_and_clear();
-    for (i, why) in &bad {
-        eprintln!("skipped record {i}: {why}");
+    for (which, why) in &bad {
+        eprintln!("skipped {which}: {why}");
     }
     if rows.is_empty() {
-        bail!("every record failed; nothing to average");
+        bail!(
+            "every record of {} failed; nothing to average",
+            args.questions.display()
+        );
     }
     let n = rows.len();
     let layers = rows[0].nrows();
@@ -171,7 +174,7 @@ pub fn run(args: LayersArgs) -> Result<()> {
         "roles": &ROLE_NAMES[..3],
         "samples": n,
         "sample_ids": used,
-        "skipped": bad.iter().map(|(i, w)| serde_json::json!({"index": i, "reason": w})).collect::<Vec<_>>(),
+        "skipped": bad.iter().map(|(i, w)| serde_json::json!({"record": i, "reason": w})).collect::<Vec<_>>(),
         "allocation": mean.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>(),
     });
     write_atomic(

@@ -89,6 +89,9 @@ pub fn run(args: TraceArgs) -> Result<()> {
             args.out.display()
         );
     }
+    if let Some(p) = &args.steer {
+        crate::steer::check_file(p)?;
+    }
     let rt = args.model.load()?;
     if let Some(note) = rt.random_weights_note() {
         eprintln!("{note}");
