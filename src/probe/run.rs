@@ -119,6 +119,17 @@ pub fn traced_generation(
     let mut pa = probe.arrays();
     pa.vision_attention = vision.map(|v| v.rows());
     finish_meta(&mut meta, ids.len(), &prompt, &generation, pa.steps);
+    let t = generation.timing;
+    meta.settings.insert(
+        "timing".into(),
+        serde_json::json!({
+            "prefill_ms": t.prefill_ms,
+            "decode_ms": t.decode_ms,
+            "decode_steps": t.decode_steps,
+            "decode_tokens_per_s": t.decode_tokens_per_s(),
+            "peak_rss_mib": crate::peak_rss_mib(),
+        }),
+    );
     let prompt_role = (pa.steps > 0).then(|| {
         let n = layers.len() * super::ROLE_NAMES.len();
         Array2::from_shape_vec(
