@@ -96,6 +96,15 @@ pub struct GenerateConfig {
     pub length: LengthControl,
 }
 
+impl GenerateConfig {
+    /// Check sampling, tags and length control together.
+    pub fn validate(&self) -> Result<()> {
+        self.sampling.validate()?;
+        self.tags.validate()?;
+        self.length.validate()
+    }
+}
+
 impl Default for GenerateConfig {
     fn default() -> Self {
         Self {
@@ -266,9 +275,7 @@ impl<'a> Generator<'a> {
             vision,
             steering,
         } = hooks;
-        cfg.sampling.validate()?;
-        cfg.tags.validate()?;
-        cfg.length.validate()?;
+        cfg.validate()?;
         if cfg.max_new_tokens == 0 {
             bail!("--max-new-tokens must be at least 1");
         }

@@ -219,39 +219,51 @@ pub fn run_sweep(
     Ok(summary)
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 pub fn write_summary(s: &SweepSummary, out: &Path) -> Result<()> {
     let json = serde_json::to_string_pretty(s)?;
     crate::fsutil::write_atomic(&out.join("summary.json"), json.as_bytes())?;
-    let mut csv = String::from("setting,value,sample,seed,think_tokens,answer_tokens,generated_tokens,stop_reason,visual_share,visual_share_early,visual_share_middle,visual_share_late,instruction_share,reasoning_share,answer,trace\n");
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "setting",
+        "value",
+        "sample",
+        "seed",
+        "think_tokens",
+        "answer_tokens",
+        "generated_tokens",
+        "stop_reason",
+        "visual_share",
+        "visual_share_early",
+        "visual_share_middle",
+        "visual_share_late",
+        "instruction_share",
+        "reasoning_share",
+        "answer",
+        "trace",
+    ])?;
     for r in &s.rows {
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{},{}\n",
-            csv_field(&r.setting),
-            r.value,
-            r.sample,
+        w.write_record([
+            r.setting.clone(),
+            r.value.to_string(),
+            r.sample.to_string(),
             r.seed.map(|s| s.to_string()).unwrap_or_default(),
-            r.think_tokens,
-            r.answer_tokens,
-            r.generated_tokens,
-            r.stop_reason,
-            r.visual_share,
-            r.visual_share_early,
-            r.visual_share_middle,
-            r.visual_share_late,
-            r.instruction_share,
-            r.reasoning_share,
-            csv_field(&r.answer),
-            csv_field(&r.trace),
-        ));
+            r.think_tokens.to_string(),
+            r.answer_tokens.to_string(),
+            r.generated_tokens.to_string(),
+            r.stop_reason.clone(),
+            format!("{:.6}", r.visual_share),
+            format!("{:.6}", r.visual_share_early),
+            format!("{:.6}", r.visual_share_middle),
+            format!("{:.6}", r.visual_share_late),
+            format!("{:.6}", r.instruction_share),
+            format!("{:.6}", r.reasoning_share),
+            r.answer.clone(),
+            r.trace.clone(),
+        ])?;
     }
-    crate::fsutil::write_atomic(&out.join("summary.csv"), csv.as_bytes())?;
+    let csv = w
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("writing summary.csv: {e}"))?;
+    crate::fsutil::write_atomic(&out.join("summary.csv"), &csv)?;
     Ok(())
 }

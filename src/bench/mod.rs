@@ -28,3 +28,4 @@ pub use metrics::{rh_auc, RhAuc, RhAucError};
 pub use results::{read_results, Manifest, ResultRecord, ResultsWriter, Setting};
 pub use runner::{run_resumable, RunOptions, RunSummary, Shard};
 pub use score::{score_run, ScoreOptions, ScoreSummary};
+pub use text::parse_csv;

@@ -344,50 +344,18 @@ pub fn repair_jsonl_tail(path: &Path, complete: impl Fn(&str) -> bool) -> Result
 
 /// Parse CSV text (RFC 4180 quoting, `,` separator) into rows of fields.
 pub fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
     let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut in_quotes = false;
-    let mut chars = text.chars().peekable();
-    let mut line = 1;
-    while let Some(c) = chars.next() {
-        if in_quotes {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    field.push('"');
-                    chars.next();
-                }
-                '"' => in_quotes = false,
-                '\n' => {
-                    line += 1;
-                    field.push(c)
-                }
-                _ => field.push(c),
-            }
+    for (i, rec) in reader.records().enumerate() {
+        let rec = rec.map_err(|e| format!("CSV record {}: {e}", i + 1))?;
+        // a blank line is not a record
+        if rec.len() == 1 && rec[0].is_empty() {
             continue;
         }
-        match c {
-            '"' if field.is_empty() => in_quotes = true,
-            ',' => row.push(std::mem::take(&mut field)),
-            '\r' => {}
-            '\n' => {
-                line += 1;
-                row.push(std::mem::take(&mut field));
-                if !(row.len() == 1 && row[0].trim().is_empty()) {
-                    rows.push(std::mem::take(&mut row));
-                } else {
-                    row.clear();
-                }
-            }
-            _ => field.push(c),
-        }
-    }
-    if in_quotes {
-        return Err(format!("unterminated quoted field (line {line})"));
-    }
-    if !field.is_empty() || !row.is_empty() {
-        row.push(field);
-        rows.push(row);
+        rows.push(rec.iter().map(str::to_string).collect());
     }
     Ok(rows)
 }

@@ -91,9 +91,7 @@ fn safe_name(s: &str) -> String {
 pub fn run(args: EvalArgs) -> Result<()> {
     let (_, plan) = args.sweep.plan()?;
     let base = generate_config(&args.sampling, &args.length);
-    base.sampling.validate()?;
-    base.tags.validate()?;
-    base.length.validate()?;
+    base.validate()?;
     let probe = args.probe.config()?;
     let shard = Shard::resolve(args.shard)?;
     let bench = load_bench(&args.bench)?;

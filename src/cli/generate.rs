@@ -32,9 +32,7 @@ pub struct GenerateArgs {
 pub fn run(args: GenerateArgs) -> Result<()> {
     let mut cfg = generate_config(&args.sampling, &args.length);
     cfg.length.waits = args.waits.waits;
-    cfg.sampling.validate()?;
-    cfg.tags.validate()?;
-    cfg.length.validate()?;
+    cfg.validate()?;
     let rt = args.model.load()?;
     if let Some(note) = rt.random_weights_note() {
         eprintln!("{note}");

@@ -40,9 +40,7 @@ pub struct SweepCmd {
 pub fn run(args: SweepCmd) -> Result<()> {
     let (_, settings) = args.sweep.plan()?;
     let cfg = generate_config(&args.sampling, &args.length);
-    cfg.sampling.validate()?;
-    cfg.tags.validate()?;
-    cfg.length.validate()?;
+    cfg.validate()?;
     let probe = args.probe.config()?;
     if args.samples == 0 {
         anyhow::bail!("--samples must be at least 1");

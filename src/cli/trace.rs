@@ -79,9 +79,7 @@ pub struct TraceArgs {
 pub fn run(args: TraceArgs) -> Result<()> {
     let mut cfg = generate_config(&args.sampling, &args.length);
     cfg.length.waits = args.waits.waits;
-    cfg.sampling.validate()?;
-    cfg.tags.validate()?;
-    cfg.length.validate()?;
+    cfg.validate()?;
     let probe = args.probe.config()?;
     if args.out.exists() && !args.force {
         bail!(

@@ -114,49 +114,7 @@ pub fn parse_metrics_json(text: &str) -> Result<Vec<MetricsRow>> {
 
 /// Splits CSV text into records (RFC 4180: quoted fields, doubled quotes, CRLF).
 pub fn split_csv(text: &str) -> Result<Vec<Vec<String>>> {
-    let mut records = Vec::new();
-    let mut record = Vec::new();
-    let mut field = String::new();
-    let mut in_quotes = false;
-    let mut chars = text.chars().peekable();
-    let mut line = 1;
-    while let Some(c) = chars.next() {
-        if in_quotes {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    field.push('"');
-                    chars.next();
-                }
-                '"' => in_quotes = false,
-                '\n' => {
-                    line += 1;
-                    field.push(c)
-                }
-                _ => field.push(c),
-            }
-        } else {
-            match c {
-                '"' if field.is_empty() => in_quotes = true,
-                ',' => record.push(std::mem::take(&mut field)),
-                '\r' => {}
-                '\n' => {
-                    line += 1;
-                    record.push(std::mem::take(&mut field));
-                    records.push(std::mem::take(&mut record));
-                }
-                _ => field.push(c),
-            }
-        }
-    }
-    if in_quotes {
-        bail!("line {line}: unterminated quoted field");
-    }
-    if !field.is_empty() || !record.is_empty() {
-        record.push(field);
-        records.push(record);
-    }
-    records.retain(|r| !(r.len() == 1 && r[0].trim().is_empty()));
-    Ok(records)
+    crate::bench::parse_csv(text).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Parses a CSV metrics file with a header row (column order free; unknown columns ignored).
