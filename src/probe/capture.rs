@@ -155,6 +155,9 @@ impl Probe {
         }
         let nl = cfg.layers.len() as i64;
         let h = heads as i64;
+        // keep the head axis only when asked for: otherwise reduce over heads at once
+        let role_heads = if cfg.per_head { h } else { 1 };
+        let vis_heads = if cfg.visual_heads { h } else { 1 };
         let roles = ROLE_NAMES.len() as i64;
         let cap = (prompt_roles.len() + max_steps + 1) as i64;
         let mut roles_idx: Vec<i64> = prompt_roles.iter().map(|r| *r as i64).collect();
@@ -167,7 +170,7 @@ impl Probe {
         let opts = (Kind::Float, device);
         let vis_windows = cfg.window.map(|w| {
             let n = max_steps.div_ceil(w).max(1) as i64;
-            Tensor::zeros([n, nl, h, nvis], opts)
+            Tensor::zeros([n, nl, vis_heads, nvis], opts)
         });
         Ok(Self {
             device,
@@ -177,10 +180,10 @@ impl Probe {
             slot,
             visual: (visual.0 as i64, visual.1 as i64),
             onehot,
-            role_buf: Tensor::zeros([max_steps.max(1) as i64, nl, h, roles], opts),
-            vis_sum: Tensor::zeros([nl, h, nvis], opts),
+            role_buf: Tensor::zeros([max_steps.max(1) as i64, nl, role_heads, roles], opts),
+            vis_sum: Tensor::zeros([nl, vis_heads, nvis], opts),
             vis_windows,
-            vis_step: Tensor::zeros([nl, h, nvis], opts),
+            vis_step: Tensor::zeros([nl, vis_heads, nvis], opts),
             recent: VecDeque::new(),
             steps: 0,
             max_steps: max_steps.max(1),
@@ -238,14 +241,25 @@ impl Probe {
             })
             .to_kind(Kind::Float)
             .reshape([self.heads, kv_len]);
-        let mass = probs.matmul(&self.onehot.narrow(0, 0, kv_len));
+        let head_mean = probs.mean_dim([0i64].as_slice(), true, None::<Kind>);
+        let rows = if self.cfg.per_head {
+            &probs
+        } else {
+            &head_mean
+        };
+        let mass = rows.matmul(&self.onehot.narrow(0, 0, kv_len));
         let _ = self.role_buf.get(step as i64).get(li as i64).copy_(&mass);
         let (v0, v1) = self.visual;
         if v1 > v0 {
+            let rows = if self.cfg.visual_heads {
+                &probs
+            } else {
+                &head_mean
+            };
             let _ = self
                 .vis_step
                 .get(li as i64)
-                .copy_(&probs.narrow(1, v0, v1 - v0));
+                .copy_(&rows.narrow(1, v0, v1 - v0));
         }
         if li + 1 == self.cfg.layers.len() {
             self.finish_step(step);
