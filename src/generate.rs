@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::checkpoint::TextTokenizer;
-use crate::model::{AttentionObserver, ForwardOptions, ImageInput, Qwen2_5Vl, Sequence};
+use crate::model::{
+    AttentionObserver, BatchPrompt, ForwardOptions, ImageInput, Qwen2_5Vl, Sequence,
+};
 use crate::sampling::{select, SamplingConfig};
 
 /// Tags that delimit the thinking block and the answer.
@@ -424,6 +426,192 @@ impl<'a> Generator<'a> {
         Ok(g)
     }
 
+    /// Whether [`Generator::run_batch`] can run `cfg`: length control that rolls the cache back
+    /// (a minimum thinking length, waits) runs one prompt at a time.
+    pub fn batchable(cfg: &GenerateConfig) -> bool {
+        cfg.length.min_think.is_none() && cfg.length.waits == 0
+    }
+
+    /// Generate for several prompts at once (left-padded, one shared cache) with the same config.
+    /// Under greedy decoding every row's tokens are those of [`Generator::run`] on that prompt
+    /// alone. Seeded sampling draws from one generator for the whole batch, so its draws differ
+    /// from one-at-a-time runs. `observers` (empty, or one per prompt) each see exactly what they
+    /// would see at batch size 1. Configs that are not [`Generator::batchable`] are refused.
+    pub fn run_batch(
+        &self,
+        prompts: &[BatchPrompt<'_>],
+        cfg: &GenerateConfig,
+        mut observers: Vec<Option<&mut dyn StepObserver>>,
+        steering: Option<&Tensor>,
+    ) -> Result<Vec<Generation>> {
+        cfg.validate()?;
+        if cfg.max_new_tokens == 0 {
+            bail!("--max-new-tokens must be at least 1");
+        }
+        if !Self::batchable(cfg) {
+            bail!(
+                "a minimum thinking length or waits roll generation back: run these one at a time"
+            );
+        }
+        let nb = prompts.len();
+        if nb == 0 {
+            bail!("empty batch");
+        }
+        if observers.is_empty() {
+            observers = (0..nb).map(|_| None).collect();
+        }
+        if observers.len() != nb {
+            bail!("{} observers for a batch of {nb}", observers.len());
+        }
+        cfg.sampling.apply_seed();
+        let model = self.model;
+        let longest = prompts.iter().map(|p| p.input_ids.len()).max().unwrap_or(0);
+        let reserve = (longest + cfg.max_new_tokens + 8) as i64;
+        let pads: Vec<i64> = prompts
+            .iter()
+            .map(|p| (longest - p.input_ids.len()) as i64)
+            .collect();
+        let any_observer = observers.iter().any(Option::is_some);
+        let mut active = vec![true; nb];
+        let t0 = std::time::Instant::now();
+        let (hidden, mut seq) = {
+            let mut rows = RowObservers {
+                rows: &mut observers,
+                pads: &pads,
+                active: &active,
+            };
+            let opts = ForwardOptions {
+                observer: any_observer.then_some(&mut rows as &mut dyn AttentionObserver),
+                steering,
+                ..Default::default()
+            };
+            model.prefill_batch(prompts, reserve, opts)?
+        };
+        let mut logits = model.logits(&hidden.select(1, hidden.size()[1] - 1));
+        let prefill_ms = sync_elapsed_ms(&logits, t0);
+        let t_decode = std::time::Instant::now();
+        let mut states: Vec<State> = (0..nb)
+            .map(|_| State {
+                ids: Vec::new(),
+                forced: Vec::new(),
+                closed_at: None,
+                tag_start: None,
+                waits_left: 0,
+                events: Vec::new(),
+            })
+            .collect();
+        let mut histories: Vec<Vec<i64>> = prompts.iter().map(|p| p.input_ids.to_vec()).collect();
+        let mut queues: Vec<std::collections::VecDeque<i64>> = vec![Default::default(); nb];
+        let mut stops: Vec<Option<StopReason>> = vec![None; nb];
+        let mut decode_steps = 0usize;
+        loop {
+            for b in 0..nb {
+                if stops[b].is_some() {
+                    continue;
+                }
+                let st = &mut states[b];
+                let queue = &mut queues[b];
+                let (tok, forced) = if let Some(t) = queue.pop_front() {
+                    (t, true)
+                } else if st.closed_at.is_none()
+                    && cfg
+                        .length
+                        .think_budget
+                        .is_some_and(|budget| self.think_count(st) >= budget)
+                {
+                    let text = format!("{}{}", cfg.tags.close, cfg.length.answer_cue);
+                    st.events.push(Event {
+                        step: st.ids.len(),
+                        kind: EventKind::ForcedThinkEnd,
+                        text: text.clone(),
+                    });
+                    queue.extend(self.tokenizer.encode(&text)?);
+                    let t = queue.pop_front().unwrap_or_default();
+                    (t, true)
+                } else {
+                    let mut banned = Vec::new();
+                    if st.ids.len() < cfg.min_new_tokens {
+                        banned.extend(&self.eos_ids);
+                    }
+                    let row = logits.get(b as i64);
+                    (select(&row, &histories[b], &banned, &cfg.sampling), false)
+                };
+                st.ids.push(tok);
+                st.forced.push(forced);
+                histories[b].push(tok);
+                let is_eos = !forced && self.eos_ids.contains(&tok);
+                if st.closed_at.is_none() {
+                    if let Some((tag_tok, _)) = self.find_close(st, &cfg.tags)? {
+                        st.closed_at = Some(st.ids.len());
+                        st.tag_start = Some(tag_tok);
+                        if let Some(o) = observers[b].as_deref_mut() {
+                            o.set_answer_start(st.ids.len());
+                        }
+                        if !forced {
+                            st.events.push(Event {
+                                step: tag_tok,
+                                kind: EventKind::ThinkEnd,
+                                text: cfg.tags.close.clone(),
+                            });
+                        }
+                    }
+                }
+                if is_eos {
+                    stops[b] = Some(StopReason::Eos);
+                } else if st.ids.len() >= cfg.max_new_tokens {
+                    stops[b] = Some(StopReason::MaxNewTokens);
+                }
+            }
+            if stops.iter().all(Option::is_some) {
+                break;
+            }
+            // finished rows keep feeding a token whose results nobody reads; their observers
+            // are not called
+            let pad_tok = self.eos_ids.first().copied().unwrap_or(0);
+            let tokens: Vec<i64> = (0..nb)
+                .map(|b| match stops[b] {
+                    Some(_) => pad_tok,
+                    None => *states[b].ids.last().expect("a token was just chosen"),
+                })
+                .collect();
+            for (a, s) in active.iter_mut().zip(&stops) {
+                *a = s.is_none();
+            }
+            let hidden = {
+                let mut rows = RowObservers {
+                    rows: &mut observers,
+                    pads: &pads,
+                    active: &active,
+                };
+                let opts = ForwardOptions {
+                    observer: any_observer.then_some(&mut rows as &mut dyn AttentionObserver),
+                    steering,
+                    ..Default::default()
+                };
+                model.step_batch(&mut seq, &tokens, opts)?
+            };
+            logits = model.logits(&hidden.view([nb as i64, -1]));
+            decode_steps += 1;
+        }
+        let decode_ms = if decode_steps > 0 {
+            sync_elapsed_ms(&logits, t_decode)
+        } else {
+            0.0
+        };
+        let mut out = Vec::with_capacity(nb);
+        for (st, stop) in states.into_iter().zip(stops) {
+            let steps = st.ids.len().saturating_sub(1);
+            let mut g = self.finish(st, stop.expect("every row stopped"), cfg)?;
+            g.timing = Timing {
+                prefill_ms,
+                decode_ms,
+                decode_steps: steps,
+            };
+            out.push(g);
+        }
+        Ok(out)
+    }
+
     /// Thinking tokens so far: model-chosen tokens before the close tag.
     fn think_count(&self, st: &State) -> usize {
         Self::model_tokens_before(st, st.tag_start.unwrap_or(st.ids.len()))
@@ -550,6 +738,40 @@ impl<'a> Generator<'a> {
             events: st.events,
             timing: Timing::default(),
         })
+    }
+}
+
+/// Splits a batched forward's attention inputs over one observer per row, each seeing exactly
+/// what it sees at batch size 1: its own query rows and its keys without the left padding.
+struct RowObservers<'o, 'h> {
+    rows: &'o mut [Option<&'h mut dyn StepObserver>],
+    pads: &'o [i64],
+    active: &'o [bool],
+}
+
+impl AttentionObserver for RowObservers<'_, '_> {
+    fn wants_layer(&self, layer: usize) -> bool {
+        self.rows
+            .iter()
+            .zip(self.active)
+            .any(|(o, a)| *a && o.as_ref().is_some_and(|o| o.wants_layer(layer)))
+    }
+
+    fn on_attention(&mut self, layer: usize, query: &Tensor, keys: &Tensor, scaling: f64) {
+        let kv = keys.size()[2];
+        for (b, o) in self.rows.iter_mut().enumerate() {
+            if !self.active[b] {
+                continue;
+            }
+            let Some(o) = o.as_deref_mut() else { continue };
+            if !o.wants_layer(layer) {
+                continue;
+            }
+            let pad = self.pads[b];
+            let q = query.narrow(0, b as i64, 1);
+            let k = keys.narrow(0, b as i64, 1).narrow(2, pad, kv - pad);
+            o.on_attention(layer, &q, &k, scaling);
+        }
     }
 }
 

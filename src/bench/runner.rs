@@ -261,3 +261,129 @@ where
     bar.finish_and_clear();
     Ok(summary)
 }
+
+/// [`run_resumable`] answering up to `batch_size` items at once: pending items of this shard with
+/// the same setting and sample index are grouped (in canonical order) and passed together to
+/// `answer`, which returns one result per item in the same order. Each record is appended as soon
+/// as its group returns; skipping of finished work, sharding and `keep_going` are as in
+/// [`run_resumable`].
+pub fn run_resumable_batched<F>(
+    writer: &mut ResultsWriter,
+    samples: &[Sample],
+    settings: &[Setting],
+    opts: &RunOptions,
+    batch_size: usize,
+    mut answer: F,
+) -> Result<RunSummary>
+where
+    F: FnMut(&[WorkItem<'_>]) -> Vec<Result<ResultRecord>>,
+{
+    if batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    if opts.samples_per_setting == 0 {
+        bail!("samples per setting must be at least 1");
+    }
+    if settings.is_empty() {
+        bail!("no settings to run");
+    }
+    let all = work_items(samples, settings, opts.samples_per_setting);
+    let mine: Vec<&WorkItem> = all
+        .iter()
+        .filter(|it| opts.shard.is_none_or(|s| s.owns(it.index)))
+        .collect();
+    let todo: Vec<&WorkItem> = mine
+        .iter()
+        .copied()
+        .filter(|it| !writer.is_done(&it.key()))
+        .collect();
+    let mut summary = RunSummary {
+        items: mine.len(),
+        already_done: mine.len() - todo.len(),
+        ..Default::default()
+    };
+    // groups: each starts at the first unassigned item and takes the next ones that share its
+    // setting and sample index
+    let mut taken = vec![false; todo.len()];
+    let mut groups: Vec<Vec<WorkItem>> = Vec::new();
+    for i in 0..todo.len() {
+        if taken[i] {
+            continue;
+        }
+        let mut group = Vec::with_capacity(batch_size);
+        for j in i..todo.len() {
+            if group.len() == batch_size {
+                break;
+            }
+            if !taken[j]
+                && todo[j].setting.key == todo[i].setting.key
+                && todo[j].sample_index == todo[i].sample_index
+            {
+                taken[j] = true;
+                group.push(*todo[j]);
+            }
+        }
+        groups.push(group);
+    }
+
+    let bar = ProgressBar::with_draw_target(
+        Some(todo.len() as u64),
+        if opts.progress {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} ({per_sec}, ETA {eta}) {wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if opts.progress {
+        bar.enable_steady_tick(Duration::from_millis(500));
+    }
+
+    for group in groups {
+        bar.set_message(group[0].key().to_string());
+        let results = answer(&group);
+        if results.len() != group.len() {
+            bar.abandon();
+            bail!(
+                "the answer function returned {} results for {} items",
+                results.len(),
+                group.len()
+            );
+        }
+        for (item, result) in group.iter().zip(results) {
+            let key = item.key();
+            match result {
+                Ok(rec) => {
+                    if rec.key() != key {
+                        bar.abandon();
+                        bail!(
+                            "the answer function returned a record for {} while running {key}",
+                            rec.key()
+                        );
+                    }
+                    writer.append(&rec)?;
+                    summary.completed += 1;
+                }
+                Err(e) => {
+                    if !opts.keep_going {
+                        bar.abandon();
+                        return Err(e.context(format!(
+                            "failed on {key} ({} results saved; rerun to resume)",
+                            summary.already_done + summary.completed
+                        )));
+                    }
+                    bar.println(format!("failed on {key}: {e:#}"));
+                    summary.failed.push((key, format!("{e:#}")));
+                }
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(summary)
+}

@@ -344,6 +344,11 @@ pub fn repair_jsonl_tail(path: &Path, complete: impl Fn(&str) -> bool) -> Result
 
 /// Parse CSV text (RFC 4180 quoting, `,` separator) into rows of fields.
 pub fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
+    // the csv crate reads an unterminated quote to the end of the text; in valid CSV quotes pair up
+    if text.matches('"').count() % 2 == 1 {
+        let line = text[..text.rfind('"').unwrap_or(0)].lines().count().max(1);
+        return Err(format!("unterminated quoted field (from line {line})"));
+    }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)

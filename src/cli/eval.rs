@@ -7,11 +7,13 @@ use clap::Args;
 
 use super::common::{generate_config, LengthArgs, ModelArgs, SamplingArgs};
 use super::trace::ProbeArgs;
+use crate::bench::runner::run_resumable_batched;
 use crate::bench::{
     load_bench, run_resumable, Manifest, ResultRecord, ResultsWriter, RunOptions, Sample, Setting,
     Shard, Split,
 };
-use crate::probe::{traced_generation, TraceRequest};
+use crate::probe::run::{batchable, traced_generation_batch};
+use crate::probe::{traced_generation, TraceRequest, TracedRun};
 use crate::settings::SweepArgs;
 use crate::sweep::role_shares;
 
@@ -57,6 +59,11 @@ pub struct EvalArgs {
     pub system: Option<String>,
     #[arg(long)]
     pub quiet: bool,
+    /// Decode up to N samples of the same setting together (left-padded batch). Greedy answers
+    /// equal those of batch size 1; seeded sampling draws differently; settings with a minimum
+    /// thinking length or waits always run one at a time
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
 }
 
 fn parse_split(s: &str) -> Result<Split, String> {
@@ -130,69 +137,161 @@ pub fn run(args: EvalArgs) -> Result<()> {
         progress: !args.quiet,
         keep_going: args.keep_going,
     };
-    let summary = run_resumable(
-        &mut writer,
-        &samples,
-        &settings,
-        &opts,
-        |sample, setting, k| {
-            let t0 = std::time::Instant::now();
-            let point = plan
-                .iter()
-                .find(|p| p.key == setting.key)
-                .context("setting not in the plan")?;
-            let mut cfg = base.clone();
-            if let Some(s) = cfg.sampling.seed {
-                cfg.sampling.seed = Some(s + k as u64);
-            } else if args.samples > 1 && !cfg.sampling.greedy {
-                cfg.sampling.seed = Some(k as u64);
-            }
-            let (cfg, steering) = sweep.apply(point, &cfg);
-            let seed = cfg.sampling.seed.unwrap_or(0);
-            let question = question_text(sample);
-            let trace_dir = args.traces.then(|| {
-                args.out.join("traces").join(format!(
-                    "{}-{}-{}-s{k}",
-                    sample.split.as_str(),
-                    safe_name(&sample.id),
-                    safe_name(&setting.key)
-                ))
-            });
-            let req = TraceRequest {
-                image: &sample.image,
-                prompt: &question,
-                system: args.system.as_deref(),
-                generate: cfg,
-                probe: probe.clone(),
-                vision: false,
-                steering: steering.as_ref(),
-                out: trace_dir.as_deref(),
-                force: true,
-                settings: serde_json::json!({ "sample": sample.id, "setting": setting.key }),
-            };
-            let run = traced_generation(&rt, &req, &mut |_| {})
-                .with_context(|| format!("sample {} at {}", sample.id, setting.key))?;
-            let (groups, overall) = role_shares(&run.meta, &run.arrays);
-            let g = &run.generation;
-            let mut rec = ResultRecord::for_item(sample, setting, k, &model_name);
-            rec.answer_text = g.text.clone();
-            rec.thinking_text = g.thinking.clone();
-            rec.think_tokens = g.think_tokens as u64;
-            rec.answer_tokens = g.answer_tokens as u64;
-            rec.stop_reason = g.stop_reason.as_str().to_string();
-            rec.extracted = (!g.answer.is_empty()).then(|| g.answer.clone());
-            rec.seed = seed;
-            rec.role_summary = Some(serde_json::json!({
-                "roles": run.meta.roles,
-                "mean_share": overall,
-                "visual_share_by_layer_group": groups,
-                "steps": run.meta.steps,
-                "trace": trace_dir.map(|d| d.to_string_lossy().into_owned()),
-            }));
-            rec.elapsed_s = t0.elapsed().as_secs_f64();
-            Ok(rec)
-        },
-    )?;
+    // what one item needs before generating: its config, steering, question and trace dir
+    struct Item {
+        cfg: crate::generate::GenerateConfig,
+        steering: Option<tch::Tensor>,
+        seed: u64,
+        question: String,
+        trace_dir: Option<PathBuf>,
+    }
+    let prepare = |sample: &Sample, setting: &Setting, k: u32| -> Result<Item> {
+        let point = plan
+            .iter()
+            .find(|p| p.key == setting.key)
+            .context("setting not in the plan")?;
+        let mut cfg = base.clone();
+        if let Some(s) = cfg.sampling.seed {
+            cfg.sampling.seed = Some(s + k as u64);
+        } else if args.samples > 1 && !cfg.sampling.greedy {
+            cfg.sampling.seed = Some(k as u64);
+        }
+        let (cfg, steering) = sweep.apply(point, &cfg);
+        let seed = cfg.sampling.seed.unwrap_or(0);
+        let trace_dir = args.traces.then(|| {
+            args.out.join("traces").join(format!(
+                "{}-{}-{}-s{k}",
+                sample.split.as_str(),
+                safe_name(&sample.id),
+                safe_name(&setting.key)
+            ))
+        });
+        Ok(Item {
+            cfg,
+            steering,
+            seed,
+            question: question_text(sample),
+            trace_dir,
+        })
+    };
+    fn request<'a>(
+        item: &'a Item,
+        sample: &'a Sample,
+        setting: &Setting,
+        system: Option<&'a str>,
+        probe: &crate::probe::ProbeConfig,
+    ) -> TraceRequest<'a> {
+        TraceRequest {
+            image: &sample.image,
+            prompt: &item.question,
+            system,
+            generate: item.cfg.clone(),
+            probe: probe.clone(),
+            vision: false,
+            steering: item.steering.as_ref(),
+            out: item.trace_dir.as_deref(),
+            force: true,
+            settings: serde_json::json!({ "sample": sample.id, "setting": setting.key }),
+        }
+    }
+    let record = |sample: &Sample,
+                  setting: &Setting,
+                  k: u32,
+                  item: &Item,
+                  run: &TracedRun,
+                  elapsed_s: f64| {
+        let (groups, overall) = role_shares(&run.meta, &run.arrays);
+        let g = &run.generation;
+        let mut rec = ResultRecord::for_item(sample, setting, k, &model_name);
+        rec.answer_text = g.text.clone();
+        rec.thinking_text = g.thinking.clone();
+        rec.think_tokens = g.think_tokens as u64;
+        rec.answer_tokens = g.answer_tokens as u64;
+        rec.stop_reason = g.stop_reason.as_str().to_string();
+        rec.extracted = (!g.answer.is_empty()).then(|| g.answer.clone());
+        rec.seed = item.seed;
+        rec.role_summary = Some(serde_json::json!({
+            "roles": run.meta.roles,
+            "mean_share": overall,
+            "visual_share_by_layer_group": groups,
+            "steps": run.meta.steps,
+            "trace": item.trace_dir.as_ref().map(|d| d.to_string_lossy().into_owned()),
+        }));
+        rec.elapsed_s = elapsed_s;
+        rec
+    };
+    let answer_one = |sample: &Sample, setting: &Setting, k: u32| -> Result<ResultRecord> {
+        let t0 = std::time::Instant::now();
+        let item = prepare(sample, setting, k)?;
+        let req = request(&item, sample, setting, args.system.as_deref(), &probe);
+        let run = traced_generation(&rt, &req, &mut |_| {})
+            .with_context(|| format!("sample {} at {}", sample.id, setting.key))?;
+        Ok(record(
+            sample,
+            setting,
+            k,
+            &item,
+            &run,
+            t0.elapsed().as_secs_f64(),
+        ))
+    };
+    let summary = if args.batch_size <= 1 {
+        run_resumable(&mut writer, &samples, &settings, &opts, answer_one)?
+    } else {
+        run_resumable_batched(
+            &mut writer,
+            &samples,
+            &settings,
+            &opts,
+            args.batch_size as usize,
+            |group| {
+                let one_by_one = |group: &[crate::bench::runner::WorkItem<'_>]| {
+                    group
+                        .iter()
+                        .map(|w| answer_one(w.sample, w.setting, w.sample_index))
+                        .collect::<Vec<_>>()
+                };
+                if group.len() < 2 {
+                    return one_by_one(group);
+                }
+                let t0 = std::time::Instant::now();
+                let items = match group
+                    .iter()
+                    .map(|w| prepare(w.sample, w.setting, w.sample_index))
+                    .collect::<Result<Vec<_>>>()
+                {
+                    Ok(items) => items,
+                    Err(_) => return one_by_one(group),
+                };
+                let reqs: Vec<TraceRequest<'_>> = items
+                    .iter()
+                    .zip(group)
+                    .map(|(item, w)| {
+                        request(item, w.sample, w.setting, args.system.as_deref(), &probe)
+                    })
+                    .collect();
+                if !batchable(&reqs) {
+                    return one_by_one(group);
+                }
+                match traced_generation_batch(&rt, &reqs) {
+                    // the batch's wall time is shared out evenly over its answers
+                    Ok(runs) => {
+                        let each = t0.elapsed().as_secs_f64() / runs.len() as f64;
+                        group
+                            .iter()
+                            .zip(&items)
+                            .zip(&runs)
+                            .map(|((w, item), run)| {
+                                Ok(record(w.sample, w.setting, w.sample_index, item, run, each))
+                            })
+                            .collect()
+                    }
+                    // a failing batch is retried one at a time so each item gets its own error
+                    Err(_) => one_by_one(group),
+                }
+            },
+        )?
+    };
     eprintln!(
         "eval: {} items in this run ({} done before, {} answered now, {} failed) -> {}",
         summary.items,

@@ -60,6 +60,38 @@ impl Sequence {
     }
 }
 
+/// One prompt of a batch: its ids (image tokens included) and its images.
+pub struct BatchPrompt<'a> {
+    pub input_ids: &'a [i64],
+    pub images: &'a [ImageInput<'a>],
+}
+
+/// The state of several sequences decoded together, left-padded to a common length. Row `b`'s
+/// real tokens are cache positions `pads[b]..`.
+pub struct BatchSequence {
+    pub cache: KvCache,
+    pub rope_deltas: Vec<i64>,
+    pub pads: Vec<i64>,
+}
+
+impl BatchSequence {
+    /// Number of positions in the cache (padding included).
+    pub fn len(&self) -> i64 {
+        self.cache.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.pads.len()
+    }
+}
+
+/// Token fed at padding positions (its embedding never reaches a real row).
+const PAD_ID: i64 = 0;
+
 impl Qwen2_5Vl {
     pub fn load(
         config: &ModelConfig,
@@ -221,6 +253,155 @@ impl Qwen2_5Vl {
                 rope_delta: index.rope_delta,
             },
         ))
+    }
+
+    /// Run several prompts at once, left-padded to the longest: each row gets its own M-RoPE
+    /// positions (padding at position 1) and a mask that keeps it off its padding. The images of
+    /// all rows go through the vision tower together. Returns the final hidden states
+    /// `[B, L, hidden]` (the last position is every row's last prompt token) and the batch state.
+    pub fn prefill_batch(
+        &self,
+        prompts: &[BatchPrompt<'_>],
+        reserve: i64,
+        opts: ForwardOptions<'_>,
+    ) -> Result<(Tensor, BatchSequence)> {
+        let _guard = tch::no_grad_guard();
+        if prompts.is_empty() {
+            bail!("empty batch");
+        }
+        if prompts.iter().any(|p| p.input_ids.is_empty()) {
+            bail!("empty prompt");
+        }
+        let b = prompts.len() as i64;
+        let longest = prompts.iter().map(|p| p.input_ids.len()).max().unwrap_or(0) as i64;
+        let all_images: Vec<ImageInput<'_>> = prompts
+            .iter()
+            .flat_map(|p| p.images.iter())
+            .map(|i| ImageInput {
+                pixel_values: i.pixel_values,
+                grid_thw: i.grid_thw,
+            })
+            .collect();
+        let features = if all_images.is_empty() {
+            None
+        } else {
+            Some(self.image_features(&all_images, None)?)
+        };
+        let mut offset = 0i64;
+        let mut rows = Vec::with_capacity(prompts.len());
+        let mut flat: [Vec<i64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        let mut rope_deltas = Vec::with_capacity(prompts.len());
+        let mut pads = Vec::with_capacity(prompts.len());
+        for p in prompts {
+            let n_img = p
+                .input_ids
+                .iter()
+                .filter(|&&t| t == self.config.image_token_id)
+                .count() as i64;
+            let row_features = match &features {
+                Some(f) if !p.images.is_empty() => {
+                    if offset + n_img > f.size()[0] {
+                        bail!("image features and image tokens do not match across the batch");
+                    }
+                    let r = f.narrow(0, offset, n_img);
+                    offset += n_img;
+                    Some(r)
+                }
+                _ => None,
+            };
+            let embeds = self.prompt_embeddings(p.input_ids, row_features.as_ref())?;
+            let pad = longest - p.input_ids.len() as i64;
+            let embeds = if pad > 0 {
+                let pad_embeds = self.text.embed(&vec![PAD_ID; pad as usize]);
+                Tensor::cat(&[pad_embeds, embeds], 1)
+            } else {
+                embeds
+            };
+            rows.push(embeds);
+            let index = self.rope_index(p.input_ids, p.images)?;
+            for (plane, own) in flat.iter_mut().zip(index.planes.iter()) {
+                plane.extend(std::iter::repeat(1).take(pad as usize));
+                plane.extend(own);
+            }
+            rope_deltas.push(index.rope_delta);
+            pads.push(pad);
+        }
+        if let Some(f) = &features {
+            if offset != f.size()[0] {
+                bail!("image features and image tokens do not match across the batch");
+            }
+        }
+        let embeds = Tensor::cat(&rows, 0);
+        let positions = Tensor::from_slice(&flat.concat())
+            .view([3, b, longest])
+            .to_device(self.device);
+        // causal, and off the padding; a padding query sees itself so no row is fully masked
+        let i = Tensor::arange(longest, (Kind::Int64, self.device)).view([1, 1, longest, 1]);
+        let j = Tensor::arange(longest, (Kind::Int64, self.device)).view([1, 1, 1, longest]);
+        let pad_t = Tensor::from_slice(&pads)
+            .to_device(self.device)
+            .view([b, 1, 1, 1]);
+        let mask = j
+            .le_tensor(&i)
+            .logical_and(&j.ge_tensor(&pad_t).logical_or(&j.eq_tensor(&i)));
+        let mut cache = KvCache::new(self.num_layers());
+        cache.reserve(reserve.max(longest));
+        let (hidden, _) = self.text.forward_masked(
+            &embeds,
+            &positions,
+            &mut cache,
+            self.attn_impl,
+            opts,
+            Some(&mask),
+        )?;
+        Ok((
+            hidden,
+            BatchSequence {
+                cache,
+                rope_deltas,
+                pads,
+            },
+        ))
+    }
+
+    /// Feed one token per row of a batch; returns the final hidden states `[B, 1, hidden]`.
+    /// Row `b`'s position is its number of real tokens so far plus its `rope_delta`.
+    pub fn step_batch(
+        &self,
+        seq: &mut BatchSequence,
+        tokens: &[i64],
+        opts: ForwardOptions<'_>,
+    ) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        let b = seq.batch_size();
+        if tokens.len() != b {
+            bail!("{} tokens for a batch of {b}", tokens.len());
+        }
+        let len = seq.len();
+        let pos: Vec<i64> = seq
+            .pads
+            .iter()
+            .zip(&seq.rope_deltas)
+            .map(|(pad, delta)| len - pad + delta)
+            .collect();
+        let positions = Tensor::from_slice(&[pos.clone(), pos.clone(), pos].concat())
+            .view([3, b as i64, 1])
+            .to_device(self.device);
+        let embeds = self.text.embed(tokens).view([b as i64, 1, -1]);
+        let j = Tensor::arange(len + 1, (Kind::Int64, self.device)).view([1, 1, 1, len + 1]);
+        let pad_t = Tensor::from_slice(&seq.pads)
+            .to_device(self.device)
+            .view([b as i64, 1, 1, 1]);
+        let mask = j.ge_tensor(&pad_t);
+        let (hidden, _) = self.text.forward_masked(
+            &embeds,
+            &positions,
+            &mut seq.cache,
+            self.attn_impl,
+            opts,
+            Some(&mask),
+        )?;
+        Ok(hidden)
     }
 
     /// Feed one token; returns the final hidden state `[1, 1, hidden]`.

@@ -226,7 +226,22 @@ impl TextModel {
         positions: &Tensor,
         cache: &mut KvCache,
         attn_impl: AttnImpl,
+        opts: ForwardOptions<'_>,
+    ) -> Result<(Tensor, ForwardExtras)> {
+        self.forward_masked(embeds, positions, cache, attn_impl, opts, None)
+    }
+
+    /// [`TextModel::forward`] for a batch `[B, n, hidden]` (positions `[3, B, n]`) with a boolean
+    /// `mask` `[B, 1, n, kv]` (true = may attend; causality already folded in) that keeps each row
+    /// off its padding. Without a mask this is exactly `forward`.
+    pub fn forward_masked(
+        &self,
+        embeds: &Tensor,
+        positions: &Tensor,
+        cache: &mut KvCache,
+        attn_impl: AttnImpl,
         mut opts: ForwardOptions<'_>,
+        mask: Option<&Tensor>,
     ) -> Result<(Tensor, ForwardExtras)> {
         let n = embeds.size()[1];
         if !cache.is_empty() && n != 1 {
@@ -248,6 +263,7 @@ impl TextModel {
                 cache,
                 i,
                 eager,
+                mask,
                 reborrow(&mut opts.observer),
             );
             if let Some(p) = probs.filter(|_| opts.keep_probs) {
@@ -289,6 +305,7 @@ impl Attention {
         cache: &mut KvCache,
         layer: usize,
         eager: bool,
+        mask: Option<&Tensor>,
         observer: Option<&mut dyn AttentionObserver>,
     ) -> (Tensor, Option<Tensor>) {
         let (b, n) = (x.size()[0], x.size()[1]);
@@ -322,12 +339,26 @@ impl Attention {
             let kr = repeat_kv(&keys, groups);
             let vr = repeat_kv(&values, groups);
             let mut w = q.matmul(&kr.transpose(2, 3)) * scaling;
-            if fresh && n > 1 {
+            if let Some(m) = mask {
+                w = w.masked_fill(&m.logical_not(), min_value(w.kind()));
+            } else if fresh && n > 1 {
                 let mask = causal_mask(n, w.kind(), w.device());
                 w = w + mask;
             }
             let probs = w.softmax(-1, Kind::Float).to_kind(q.kind());
             (probs.matmul(&vr), Some(probs))
+        } else if let Some(m) = mask {
+            let out = Tensor::scaled_dot_product_attention(
+                &q,
+                &keys,
+                &values,
+                Some(m),
+                0.0,
+                false,
+                scaling,
+                groups > 1,
+            );
+            (out, None)
         } else {
             let out = Tensor::scaled_dot_product_attention(
                 &q,
@@ -359,14 +390,19 @@ fn repeat_kv(x: &Tensor, groups: i64) -> Tensor {
 
 /// Additive causal mask `[n, n]`: 0 on and below the diagonal, the dtype's minimum above.
 fn causal_mask(n: i64, kind: Kind, device: tch::Device) -> Tensor {
-    let min = match kind {
-        Kind::BFloat16 => -3.3895313892515355e38,
-        Kind::Half => -65504.0,
-        Kind::Double => f64::MIN,
-        _ => f32::MIN as f64,
-    };
+    let min = min_value(kind);
     Tensor::ones([n, n], (Kind::Bool, device))
         .triu(1)
         .to_kind(kind)
         * min
+}
+
+/// The dtype's most negative finite value (what masked scores get).
+fn min_value(kind: Kind) -> f64 {
+    match kind {
+        Kind::BFloat16 => -3.3895313892515355e38,
+        Kind::Half => -65504.0,
+        Kind::Double => f64::MIN,
+        _ => f32::MIN as f64,
+    }
 }

@@ -57,23 +57,31 @@ fn new_probe(
     )
 }
 
-/// Generate with the probe attached and (optionally) save the trace.
-pub fn traced_generation(
+/// Everything a traced generation sets up before generating.
+struct Setup {
+    prompt: Prompt,
+    ids: Vec<i64>,
+    vision: Option<VisionProbe>,
+    layers: Vec<usize>,
+    meta: TraceMeta,
+    writer: Option<TraceWriter>,
+}
+
+fn setup(
     rt: &Runtime,
+    generator: &Generator<'_>,
     req: &TraceRequest<'_>,
-    on_text: &mut dyn FnMut(&str),
-) -> Result<TracedRun> {
+) -> Result<(Setup, Probe)> {
     let prompt = rt.prepare(req.image, req.prompt, req.system)?;
-    let generator = Generator::new(&rt.model, &rt.tokenizer);
     let ids = generator.prompt_ids(&prompt.input_ids, &req.generate)?;
-    let mut probe = new_probe(
+    let probe = new_probe(
         rt,
         &ids,
         &prompt,
         req.probe.clone(),
         req.generate.max_new_tokens,
     )?;
-    let mut vision = req.vision.then(|| {
+    let vision = req.vision.then(|| {
         VisionProbe::new(
             prompt.image.grid_thw(),
             rt.config.vision.spatial_merge_size as i64,
@@ -103,19 +111,125 @@ pub fn traced_generation(
         l.dedup();
         l
     };
-    let mut meta = trace_meta(rt, &prompt, &layers, req.probe.window, settings);
+    let meta = trace_meta(rt, &prompt, &layers, req.probe.window, settings);
     let writer = match req.out {
         Some(dir) => Some(TraceWriter::create(dir, &meta, req.force)?),
         None => None,
     };
+    Ok((
+        Setup {
+            prompt,
+            ids,
+            vision,
+            layers,
+            meta,
+            writer,
+        },
+        probe,
+    ))
+}
+
+/// Generate with the probe attached and (optionally) save the trace.
+pub fn traced_generation(
+    rt: &Runtime,
+    req: &TraceRequest<'_>,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<TracedRun> {
+    let generator = Generator::new(&rt.model, &rt.tokenizer);
+    let (mut su, mut probe) = setup(rt, &generator, req)?;
     let hooks = Hooks {
         observer: Some(&mut probe),
-        vision: vision
+        vision: su
+            .vision
             .as_mut()
             .map(|v| v as &mut dyn crate::model::VisionObserver),
         steering: req.steering,
     };
-    let generation = generator.run(&ids, &[prompt.image.input()], &req.generate, hooks, on_text)?;
+    let generation = generator.run(
+        &su.ids,
+        &[su.prompt.image.input()],
+        &req.generate,
+        hooks,
+        on_text,
+    )?;
+    finish_run(su, &probe, generation)
+}
+
+/// Whether [`traced_generation_batch`] can run these requests together: the same generation
+/// config and steering, no vision capture, and length control that never rolls back.
+pub fn batchable(reqs: &[TraceRequest<'_>]) -> bool {
+    let Some(first) = reqs.first() else {
+        return false;
+    };
+    Generator::batchable(&first.generate)
+        && reqs.iter().all(|r| {
+            !r.vision
+                && r.generate.max_new_tokens == first.generate.max_new_tokens
+                && r.generate.min_new_tokens == first.generate.min_new_tokens
+                && r.generate.sampling == first.generate.sampling
+                && r.generate.tags == first.generate.tags
+                && r.generate.length == first.generate.length
+                && match (r.steering, first.steering) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => std::ptr::eq(a, b) || a.equal(b),
+                    _ => false,
+                }
+        })
+}
+
+/// [`traced_generation`] for several requests decoded together (left-padded, one cache), each
+/// with its own probe and trace. Under greedy decoding the generations and probe arrays equal
+/// those of one-at-a-time runs (up to float rounding in the probe); seeded sampling draws
+/// differently. The requests must be [`batchable`].
+pub fn traced_generation_batch(rt: &Runtime, reqs: &[TraceRequest<'_>]) -> Result<Vec<TracedRun>> {
+    if !batchable(reqs) {
+        anyhow::bail!(
+            "these requests cannot run as a batch (different settings, vision capture, or length control that rolls back)"
+        );
+    }
+    let generator = Generator::new(&rt.model, &rt.tokenizer);
+    let (setups, mut probes): (Vec<Setup>, Vec<Probe>) = reqs
+        .iter()
+        .map(|r| setup(rt, &generator, r))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    let images: Vec<[crate::model::ImageInput<'_>; 1]> =
+        setups.iter().map(|s| [s.prompt.image.input()]).collect();
+    let prompts: Vec<crate::model::BatchPrompt<'_>> = setups
+        .iter()
+        .zip(&images)
+        .map(|(s, im)| crate::model::BatchPrompt {
+            input_ids: &s.ids,
+            images: im,
+        })
+        .collect();
+    let observers: Vec<Option<&mut dyn crate::generate::StepObserver>> = probes
+        .iter_mut()
+        .map(|p| Some(p as &mut dyn crate::generate::StepObserver))
+        .collect();
+    let generations =
+        generator.run_batch(&prompts, &reqs[0].generate, observers, reqs[0].steering)?;
+    drop(prompts);
+    drop(images);
+    setups
+        .into_iter()
+        .zip(&probes)
+        .zip(generations)
+        .map(|((s, p), g)| finish_run(s, p, g))
+        .collect()
+}
+
+/// Probe arrays, meta and the saved trace for a finished generation.
+fn finish_run(su: Setup, probe: &Probe, generation: Generation) -> Result<TracedRun> {
+    let Setup {
+        prompt,
+        ids,
+        vision,
+        layers,
+        mut meta,
+        writer,
+    } = su;
     let mut pa = probe.arrays();
     pa.vision_attention = vision.map(|v| v.rows());
     finish_meta(&mut meta, ids.len(), &prompt, &generation, pa.steps);
