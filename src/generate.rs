@@ -757,7 +757,15 @@ impl AttentionObserver for RowObservers<'_, '_> {
             .any(|(o, a)| *a && o.as_ref().is_some_and(|o| o.wants_layer(layer)))
     }
 
-    fn on_attention(&mut self, layer: usize, query: &Tensor, keys: &Tensor, scaling: f64) {
+    fn on_attention(
+        &mut self,
+        layer: usize,
+        query: &Tensor,
+        keys: &Tensor,
+        scaling: f64,
+        _probs: Option<&Tensor>,
+    ) {
+        // each row's probe recomputes from its own unpadded keys
         let kv = keys.size()[2];
         for (b, o) in self.rows.iter_mut().enumerate() {
             if !self.active[b] {
@@ -770,7 +778,7 @@ impl AttentionObserver for RowObservers<'_, '_> {
             let pad = self.pads[b];
             let q = query.narrow(0, b as i64, 1);
             let k = keys.narrow(0, b as i64, 1).narrow(2, pad, kv - pad);
-            o.on_attention(layer, &q, &k, scaling);
+            o.on_attention(layer, &q, &k, scaling, None);
         }
     }
 }

@@ -67,7 +67,7 @@ impl AttentionObserver for ResidualMean {
     fn wants_layer(&self, _layer: usize) -> bool {
         false
     }
-    fn on_attention(&mut self, _: usize, _: &Tensor, _: &Tensor, _: f64) {}
+    fn on_attention(&mut self, _: usize, _: &Tensor, _: &Tensor, _: f64, _: Option<&Tensor>) {}
     fn wants_residual(&self) -> bool {
         true
     }

@@ -11,8 +11,17 @@ pub trait AttentionObserver {
 
     /// `query`: `[1, heads, q_len, head_dim]` after RoPE; `keys`: `[1, kv_heads, kv_len, head_dim]`,
     /// the whole cache including this forward's keys; `scaling`: the softmax scale. The query rows are
-    /// the last `q_len` positions of the cache.
-    fn on_attention(&mut self, layer: usize, query: &Tensor, keys: &Tensor, scaling: f64);
+    /// the last `q_len` positions of the cache. `probs`: when the model computed the probabilities
+    /// itself (single-token decode), `[1, heads, 1, kv_len]` in the model's dtype, so an observer
+    /// need not read the keys again.
+    fn on_attention(
+        &mut self,
+        layer: usize,
+        query: &Tensor,
+        keys: &Tensor,
+        scaling: f64,
+        probs: Option<&Tensor>,
+    );
 
     /// Whether `on_residual` should be called at all.
     fn wants_residual(&self) -> bool {

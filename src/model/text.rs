@@ -329,13 +329,20 @@ impl Attention {
         let fresh = cache.is_empty();
         let (keys, values) = cache.update(layer, &k, &v);
         let scaling = (self.head_dim as f64).powf(-0.5);
-        if let Some(obs) = observer {
-            if obs.wants_layer(layer) {
-                obs.on_attention(layer, &q, &keys, scaling);
-            }
-        }
         let groups = self.heads / self.kv_heads;
-        let (out, probs) = if eager {
+        let (out, probs) = if n == 1 && mask.is_none() && !fresh {
+            // single-token decode: explicit attention, what Hugging Face's eager path computes, with
+            // the query heads grouped per key/value head (no repeated keys); its probabilities also
+            // serve the observer, so capturing them reads the key cache only once
+            let kv = keys.size()[2];
+            let qg = q.reshape([b, self.kv_heads, groups, self.head_dim]);
+            let w = qg.matmul(&keys.transpose(2, 3)) * scaling;
+            let probs = w.softmax(-1, Kind::Float).to_kind(q.kind());
+            let out = probs
+                .matmul(&values)
+                .reshape([b, self.heads, 1, self.head_dim]);
+            (out, Some(probs.reshape([b, self.heads, 1, kv])))
+        } else if eager {
             let kr = repeat_kv(&keys, groups);
             let vr = repeat_kv(&values, groups);
             let mut w = q.matmul(&kr.transpose(2, 3)) * scaling;
@@ -372,6 +379,11 @@ impl Attention {
             );
             (out, None)
         };
+        if let Some(obs) = observer {
+            if obs.wants_layer(layer) {
+                obs.on_attention(layer, &q, &keys, scaling, probs.as_ref().filter(|_| n == 1));
+            }
+        }
         let out = out.transpose(1, 2).contiguous().reshape([b, n, -1]);
         (self.o.forward(&out), probs)
     }

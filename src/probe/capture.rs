@@ -211,7 +211,14 @@ impl Probe {
         self.steps
     }
 
-    fn layer_row(&mut self, layer: usize, query: &Tensor, keys: &Tensor, scaling: f64) {
+    fn layer_row(
+        &mut self,
+        layer: usize,
+        query: &Tensor,
+        keys: &Tensor,
+        scaling: f64,
+        model_probs: Option<&Tensor>,
+    ) {
         let Some(li) = self.slot[layer] else { return };
         let q_len = query.size()[2];
         let kv_len = keys.size()[2];
@@ -219,28 +226,34 @@ impl Probe {
         if step >= self.max_steps {
             return;
         }
-        // the query row at the newest position: [1, H, 1, D] → [kv_heads, groups, D]
-        let q = query.narrow(2, q_len - 1, 1);
-        let d = q.size()[3];
-        let groups = self.heads / self.kv_heads;
-        let (q, k) = if self.cfg.f32_probs {
-            (q.to_kind(Kind::Float), keys.to_kind(Kind::Float))
-        } else {
-            (q, keys.shallow_clone())
+        let probs = match model_probs {
+            // the model's own decode probabilities (as the reference eager path returns them)
+            Some(p) if !self.cfg.f32_probs => p.to_kind(Kind::Float).reshape([self.heads, kv_len]),
+            _ => {
+                // the query row at the newest position: [1, H, 1, D] → [kv_heads, groups, D]
+                let q = query.narrow(2, q_len - 1, 1);
+                let d = q.size()[3];
+                let groups = self.heads / self.kv_heads;
+                let (q, k) = if self.cfg.f32_probs {
+                    (q.to_kind(Kind::Float), keys.to_kind(Kind::Float))
+                } else {
+                    (q, keys.shallow_clone())
+                };
+                let q = q.reshape([self.kv_heads, groups, d]);
+                let k = k.squeeze_dim(0);
+                // [kv_heads, groups, kv] → [H, kv], softmax in float32 like the reference eager path
+                let scores = q.matmul(&k.transpose(1, 2)) * scaling;
+                scores
+                    .softmax(-1, Kind::Float)
+                    .to_kind(if self.cfg.f32_probs {
+                        Kind::Float
+                    } else {
+                        query.kind()
+                    })
+                    .to_kind(Kind::Float)
+                    .reshape([self.heads, kv_len])
+            }
         };
-        let q = q.reshape([self.kv_heads, groups, d]);
-        let k = k.squeeze_dim(0);
-        // [kv_heads, groups, kv] → [H, kv], softmax in float32 like the reference eager path
-        let scores = q.matmul(&k.transpose(1, 2)) * scaling;
-        let probs = scores
-            .softmax(-1, Kind::Float)
-            .to_kind(if self.cfg.f32_probs {
-                Kind::Float
-            } else {
-                query.kind()
-            })
-            .to_kind(Kind::Float)
-            .reshape([self.heads, kv_len]);
         let head_mean = probs.mean_dim([0i64].as_slice(), true, None::<Kind>);
         let rows = if self.cfg.per_head {
             &probs
@@ -347,8 +360,15 @@ impl AttentionObserver for Probe {
         self.slot.get(layer).copied().flatten().is_some()
     }
 
-    fn on_attention(&mut self, layer: usize, query: &Tensor, keys: &Tensor, scaling: f64) {
-        self.layer_row(layer, query, keys, scaling);
+    fn on_attention(
+        &mut self,
+        layer: usize,
+        query: &Tensor,
+        keys: &Tensor,
+        scaling: f64,
+        probs: Option<&Tensor>,
+    ) {
+        self.layer_row(layer, query, keys, scaling, probs);
     }
 }
 
