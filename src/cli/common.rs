@@ -33,6 +33,11 @@ impl ModelArgs {
             .unwrap_or_else(|| demo_model_dir().to_string_lossy().into_owned())
     }
 
+    /// How results name the model: `--model` as given, or `demo-model`.
+    pub fn label(&self) -> String {
+        self.model.clone().unwrap_or_else(|| "demo-model".to_string())
+    }
+
     pub fn load(&self) -> Result<Runtime> {
         let kind = parse_kind(&self.dtype)?;
         let device = parse_device(&self.device)?;

@@ -115,7 +115,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let sweep = args.sweep.resolve(&rt)?;
     let settings: Vec<Setting> = plan.iter().map(|s| Setting::new(&s.key, s.value)).collect();
-    let model_name = args.model.model_spec();
+    let model_name = args.model.label();
     let manifest = Manifest::new(
         &args.bench,
         &model_name,
