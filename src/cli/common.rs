@@ -35,7 +35,9 @@ impl ModelArgs {
 
     /// How results name the model: `--model` as given, or `demo-model`.
     pub fn label(&self) -> String {
-        self.model.clone().unwrap_or_else(|| "demo-model".to_string())
+        self.model
+            .clone()
+            .unwrap_or_else(|| "demo-model".to_string())
     }
 
     pub fn load(&self) -> Result<Runtime> {
