@@ -205,3 +205,21 @@ fn decode_steps_match_full_recompute() {
     let d = max_abs_diff(&last, &ref_logits);
     assert!(d <= 1e-4, "step logits differ from Hugging Face's by {d}");
 }
+
+#[test]
+fn batched_window_attention_equals_per_window_attention() {
+    // the fused (SDPA) vision path pads windows into one call; the eager path runs each window alone
+    for (model, image) in CASES {
+        let mut rt = load(model);
+        let p = rt
+            .prepare(&image_path(image), "What is here?", None)
+            .unwrap();
+        let images = [p.image.input()];
+        rt.model.attn_impl = AttnImpl::Sdpa;
+        let fused = rt.model.image_features(&images, None).unwrap();
+        rt.model.attn_impl = AttnImpl::Eager;
+        let eager = rt.model.image_features(&images, None).unwrap();
+        let d = max_abs_diff(&fused, &eager);
+        assert!(d <= 1e-5, "{model}/{image}: batched windows differ by {d}");
+    }
+}

@@ -247,11 +247,16 @@ impl VisionAttention {
         let k = rot(&k).transpose(0, 1).unsqueeze(0);
         let v = v.transpose(0, 1).unsqueeze(0);
         let lengths: Vec<i64> = cu_seqlens.windows(2).map(|w| w[1] - w[0]).collect();
+        let scaling = (self.head_dim as f64).powf(-0.5);
+        let want_probs = observer.as_ref().is_some_and(|o| o.wants_block(block));
+        if attn_impl == AttnImpl::Sdpa && !want_probs && lengths.len() > 1 {
+            // all windows in one fused call: pad each to the longest, mask the padding keys
+            let out = padded_window_attention(&q, &k, &v, &lengths, scaling);
+            return self.proj.forward(&out.reshape([n, -1]));
+        }
         let qs = q.split_with_sizes(lengths.as_slice(), 2);
         let ks = k.split_with_sizes(lengths.as_slice(), 2);
         let vs = v.split_with_sizes(lengths.as_slice(), 2);
-        let scaling = (self.head_dim as f64).powf(-0.5);
-        let want_probs = observer.as_ref().is_some_and(|o| o.wants_block(block));
         let mut received = if want_probs {
             Some(Tensor::zeros([n], (Kind::Float, x.device())))
         } else {
@@ -298,4 +303,59 @@ impl VisionAttention {
         let out = Tensor::cat(&outs, 1).reshape([n, -1]);
         self.proj.forward(&out)
     }
+}
+
+/// Attention within each chunk (`lengths` consecutive runs of the sequence) as one batched call:
+/// `q`, `k`, `v` are `[1, heads, n, head_dim]`; returns `[n, heads, head_dim]` in sequence order.
+/// Same result as one call per chunk (padding keys are masked out; padding queries are dropped).
+fn padded_window_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    lengths: &[i64],
+    scaling: f64,
+) -> Tensor {
+    let (heads, d) = (q.size()[1], q.size()[3]);
+    let longest = lengths.iter().copied().max().unwrap_or(0);
+    let windows = lengths.len() as i64;
+    let mut gather = Vec::with_capacity((windows * longest) as usize);
+    let mut valid = Vec::with_capacity((windows * longest) as usize);
+    let mut keep = Vec::new();
+    let mut start = 0i64;
+    for (w, &len) in lengths.iter().enumerate() {
+        for i in 0..longest {
+            gather.push(if i < len { start + i } else { start });
+            valid.push(i < len);
+            if i < len {
+                keep.push(w as i64 * longest + i);
+            }
+        }
+        start += len;
+    }
+    let device = q.device();
+    let gather = Tensor::from_slice(&gather).to_device(device);
+    let batch = |t: &Tensor| {
+        t.squeeze_dim(0)
+            .index_select(1, &gather)
+            .view([heads, windows, longest, d])
+            .transpose(0, 1)
+    };
+    let mask = Tensor::from_slice(&valid)
+        .to_device(device)
+        .view([windows, 1, 1, longest]);
+    let out = Tensor::scaled_dot_product_attention(
+        &batch(q),
+        &batch(k),
+        &batch(v),
+        Some(mask),
+        0.0,
+        false,
+        scaling,
+        false,
+    );
+    let keep = Tensor::from_slice(&keep).to_device(device);
+    // [windows, heads, longest, d] → [windows * longest, heads, d] → the real rows, in order
+    out.transpose(1, 2)
+        .reshape([windows * longest, heads, d])
+        .index_select(0, &keep)
 }
