@@ -327,30 +327,7 @@ impl<'a> Generator<'a> {
         let stop_reason;
         loop {
             // choose the next token: forced text first, then budget forcing, then the model
-            let (tok, forced) = if let Some(t) = queue.pop_front() {
-                (t, true)
-            } else if st.closed_at.is_none()
-                && cfg
-                    .length
-                    .think_budget
-                    .is_some_and(|b| self.think_count(&st) >= b)
-            {
-                let text = format!("{}{}", cfg.tags.close, cfg.length.answer_cue);
-                st.events.push(Event {
-                    step: st.ids.len(),
-                    kind: EventKind::ForcedThinkEnd,
-                    text: text.clone(),
-                });
-                queue.extend(self.tokenizer.encode(&text)?);
-                let t = queue.pop_front().unwrap_or_default();
-                (t, true)
-            } else {
-                let mut banned = Vec::new();
-                if st.ids.len() < cfg.min_new_tokens {
-                    banned.extend(&self.eos_ids);
-                }
-                (select(&logits, &history, &banned, &cfg.sampling), false)
-            };
+            let (tok, forced) = self.next_token(&mut st, &mut queue, &logits, &history, cfg)?;
             st.ids.push(tok);
             st.forced.push(forced);
             history.push(tok);
@@ -511,31 +488,8 @@ impl<'a> Generator<'a> {
                 }
                 let st = &mut states[b];
                 let queue = &mut queues[b];
-                let (tok, forced) = if let Some(t) = queue.pop_front() {
-                    (t, true)
-                } else if st.closed_at.is_none()
-                    && cfg
-                        .length
-                        .think_budget
-                        .is_some_and(|budget| self.think_count(st) >= budget)
-                {
-                    let text = format!("{}{}", cfg.tags.close, cfg.length.answer_cue);
-                    st.events.push(Event {
-                        step: st.ids.len(),
-                        kind: EventKind::ForcedThinkEnd,
-                        text: text.clone(),
-                    });
-                    queue.extend(self.tokenizer.encode(&text)?);
-                    let t = queue.pop_front().unwrap_or_default();
-                    (t, true)
-                } else {
-                    let mut banned = Vec::new();
-                    if st.ids.len() < cfg.min_new_tokens {
-                        banned.extend(&self.eos_ids);
-                    }
-                    let row = logits.get(b as i64);
-                    (select(&row, &histories[b], &banned, &cfg.sampling), false)
-                };
+                let row = logits.get(b as i64);
+                let (tok, forced) = self.next_token(st, queue, &row, &histories[b], cfg)?;
                 st.ids.push(tok);
                 st.forced.push(forced);
                 histories[b].push(tok);
@@ -610,6 +564,42 @@ impl<'a> Generator<'a> {
             out.push(g);
         }
         Ok(out)
+    }
+
+    /// The next token: queued forced text first, then the close tag when the thinking budget is
+    /// reached, else the model's choice from `logits` (end of sequence banned below the minimum).
+    /// Returns the token and whether it was forced.
+    fn next_token(
+        &self,
+        st: &mut State,
+        queue: &mut std::collections::VecDeque<i64>,
+        logits: &Tensor,
+        history: &[i64],
+        cfg: &GenerateConfig,
+    ) -> Result<(i64, bool)> {
+        if let Some(t) = queue.pop_front() {
+            return Ok((t, true));
+        }
+        if st.closed_at.is_none()
+            && cfg
+                .length
+                .think_budget
+                .is_some_and(|b| self.think_count(st) >= b)
+        {
+            let text = format!("{}{}", cfg.tags.close, cfg.length.answer_cue);
+            st.events.push(Event {
+                step: st.ids.len(),
+                kind: EventKind::ForcedThinkEnd,
+                text: text.clone(),
+            });
+            queue.extend(self.tokenizer.encode(&text)?);
+            return Ok((queue.pop_front().unwrap_or_default(), true));
+        }
+        let mut banned = Vec::new();
+        if st.ids.len() < cfg.min_new_tokens {
+            banned.extend(&self.eos_ids);
+        }
+        Ok((select(logits, history, &banned, &cfg.sampling), false))
     }
 
     /// Thinking tokens so far: model-chosen tokens before the close tag.

@@ -189,77 +189,13 @@ pub fn run_resumable<F>(
 where
     F: FnMut(&Sample, &Setting, u32) -> Result<ResultRecord>,
 {
-    if opts.samples_per_setting == 0 {
-        bail!("samples per setting must be at least 1");
-    }
-    if settings.is_empty() {
-        bail!("no settings to run");
-    }
-    let all = work_items(samples, settings, opts.samples_per_setting);
-    let mine: Vec<&WorkItem> = all
-        .iter()
-        .filter(|it| opts.shard.is_none_or(|s| s.owns(it.index)))
-        .collect();
-    let todo: Vec<&WorkItem> = mine
-        .iter()
-        .copied()
-        .filter(|it| !writer.is_done(&it.key()))
-        .collect();
-    let mut summary = RunSummary {
-        items: mine.len(),
-        already_done: mine.len() - todo.len(),
-        ..Default::default()
-    };
-
-    let bar = ProgressBar::with_draw_target(
-        Some(todo.len() as u64),
-        if opts.progress {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} ({per_sec}, ETA {eta}) {wide_msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    if opts.progress {
-        bar.enable_steady_tick(Duration::from_millis(500));
-    }
-
-    for item in todo {
-        let key = item.key();
-        bar.set_message(key.to_string());
-        match answer(item.sample, item.setting, item.sample_index) {
-            Ok(rec) => {
-                if rec.key() != key {
-                    bar.abandon();
-                    bail!(
-                        "the answer function returned a record for {} while running {key}",
-                        rec.key()
-                    );
-                }
-                writer.append(&rec)?;
-                summary.completed += 1;
-            }
-            Err(e) => {
-                if !opts.keep_going {
-                    bar.abandon();
-                    return Err(e.context(format!(
-                        "failed on {key} ({} results saved; rerun to resume)",
-                        summary.already_done + summary.completed
-                    )));
-                }
-                bar.println(format!("failed on {key}: {e:#}"));
-                summary.failed.push((key, format!("{e:#}")));
-            }
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    Ok(summary)
+    // one item per group: the batched runner then visits items in canonical order, one at a time
+    run_resumable_batched(writer, samples, settings, opts, 1, |items| {
+        items
+            .iter()
+            .map(|it| answer(it.sample, it.setting, it.sample_index))
+            .collect()
+    })
 }
 
 /// [`run_resumable`] answering up to `batch_size` items at once: pending items of this shard with
