@@ -1,25 +1,37 @@
 //! File writing that never leaves a half-written file behind.
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+/// An I/O failure on a named file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct FileError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
 
-/// Write `bytes` to `path` through a temporary file in the same directory, synced, then renamed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+/// The temporary name `write_atomic` writes `path` under before renaming it into place: hidden,
+/// next to the target (so the rename stays on one file system), per process.
+pub fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all().ok();
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory, synced, then renamed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    let tmp = temp_path(path);
+    let err = |p: &Path| {
+        let path = p.to_path_buf();
+        move |source| FileError { path, source }
+    };
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(err(&tmp))?;
+        f.write_all(bytes).map_err(err(&tmp))?;
+        f.sync_all().map_err(err(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(err(path))
 }

@@ -120,8 +120,8 @@ impl Default for GenerateConfig {
 }
 
 /// Something that happened at a generated position (the same record traces keep).
-pub type Event = crate::trace::TraceEvent;
-use crate::trace::EventKind;
+pub type Event = crate::formats::trace::TraceEvent;
+use crate::formats::trace::EventKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -7,6 +7,8 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
+pub mod error;
+pub mod formats;
 pub mod fsutil;
 pub mod generate;
 pub mod model;
@@ -19,6 +21,5 @@ pub mod settings;
 pub mod steer;
 pub mod sweep;
 pub mod system;
-pub mod trace;
 
 pub use system::{cuda_device_name, libtorch_version, peak_rss_mib};

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::formats::trace::{Trace, TraceArrays, TraceMeta};
+use crate::formats::{Role, ROLE_NAMES};
 use crate::generate::GenerateConfig;
-use crate::probe::{traced_generation, ProbeConfig, TraceRequest, ROLE_NAMES};
+use crate::probe::{traced_generation, ProbeConfig, TraceRequest};
 use crate::runtime::Runtime;
 use crate::settings::{Sweep, SweepSetting};
-use crate::trace::{Trace, TraceArrays, TraceMeta};
 
 /// One row of `summary.json` / `summary.csv`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,7 +51,7 @@ pub struct SweepSummary {
 pub fn role_shares(meta: &TraceMeta, arrays: &TraceArrays) -> ([f64; 3], [f64; ROLE_NAMES.len()]) {
     let ra = &arrays.role_attention;
     let (steps, layers, roles) = ra.dim();
-    let vis = meta.role_index("visual").unwrap_or(1);
+    let vis = meta.role_index(Role::Visual).unwrap_or(1);
     let mut overall = [0f64; ROLE_NAMES.len()];
     let mut groups = [0f64; 3];
     let mut counts = [0usize; 3];
@@ -100,7 +101,7 @@ fn row_from_trace(
     elapsed_s: f64,
 ) -> SweepRow {
     let (groups, overall) = role_shares(meta, arrays);
-    let idx = |r: &str| meta.role_index(r).map(|i| overall[i]).unwrap_or(0.0);
+    let idx = |r: Role| meta.role_index(r).map(|i| overall[i]).unwrap_or(0.0);
     SweepRow {
         setting: setting.key.clone(),
         value: setting.value,
@@ -115,9 +116,9 @@ fn row_from_trace(
         visual_share_early: groups[0],
         visual_share_middle: groups[1],
         visual_share_late: groups[2],
-        visual_share: idx("visual"),
-        instruction_share: idx("instruction"),
-        reasoning_share: idx("reasoning"),
+        visual_share: idx(Role::Visual),
+        instruction_share: idx(Role::Instruction),
+        reasoning_share: idx(Role::Reasoning),
         elapsed_s,
     }
 }

@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use rhlens::trace::Trace;
+use rhlens::formats::trace::Trace;
 
 fn rh(args: &[&str]) -> std::process::Output {
     let out = Command::new(bin()).args(args).output().unwrap();

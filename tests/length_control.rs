@@ -4,11 +4,11 @@
 mod common;
 
 use common::*;
+use rhlens::formats::trace::EventKind;
 use rhlens::generate::{GenerateConfig, Generation, Generator, LengthControl, ThinkTags};
 use rhlens::model::{AttnImpl, ForwardOptions};
 use rhlens::probe::{traced_generation, ProbeConfig, TraceRequest};
 use rhlens::runtime::Runtime;
-use rhlens::trace::EventKind;
 use tch::{Device, Kind, Tensor};
 
 fn load(model: &str) -> Runtime {

@@ -11,10 +11,10 @@ use clap::Parser;
 use image::RgbImage;
 use render_support::{gradient_photo, has_dark_pixels, ink_fraction, meta, write_trace, Spec};
 use rhlens::cli::figures::{run, FiguresArgs};
+use rhlens::formats::trace::Trace;
 use rhlens::render::{
     render_results, render_sweep, render_traces, Canvas, LayerSelection, RenderOptions,
 };
-use rhlens::trace::Trace;
 
 #[derive(Parser)]
 struct Cli {
@@ -357,7 +357,8 @@ fn make_sweep(root: &Path) -> PathBuf {
     }
     // a setting whose run was interrupted: only the header was written
     let spec = Spec::small();
-    rhlens::trace::TraceWriter::create(&dir.join("t_broken"), &meta(&spec), false).unwrap();
+    rhlens::formats::trace::TraceWriter::create(&dir.join("t_broken"), &meta(&spec), false)
+        .unwrap();
     rows.push(serde_json::json!({
         "setting": "budget=400", "value": 400, "sample": 0, "trace": "t_broken",
         "think_tokens": 0, "answer": "", "stop_reason": "interrupted"

@@ -5,10 +5,10 @@ mod render_support;
 
 use image::RgbImage;
 use render_support::{flat_photo, meta, write_trace, Spec};
+use rhlens::formats::trace::Trace;
 use rhlens::render::colormap::{Colormap, Norm};
 use rhlens::render::overlay::{overlay, upsample, Upsample};
 use rhlens::render::{render_traces, RenderOptions};
-use rhlens::trace::Trace;
 
 /// (original W, H, resized W, H) pairs worked out by hand with smart_resize (factor 28,
 /// Python rounding): 500→504, 640×480→644×476, 300×200→308×196, 1000×300→1008×308, and a

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use render_support::{arrays, meta, write_trace, Spec};
-use rhlens::trace::{
+use rhlens::formats::trace::{
     mean_role_shares, EventKind, Trace, TraceError, TraceMeta, TraceWriter, ATTENTION_FILE,
     TRACE_JSON,
 };

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args, ValueEnum};
 
+use crate::formats::trace::Trace;
 use crate::render::{
     self, Canvas, ColorScale, Colormap, LayerSelection, LengthAxis, RenderOptions, Rendered,
     Upsample,
 };
-use crate::trace::Trace;
 
 /// Arguments of `rhlens figures`.
 #[derive(Debug, Clone, Args)]

@@ -10,8 +10,9 @@ use serde::Deserialize;
 
 use super::common::ModelArgs;
 use super::progress::bar;
+use crate::formats::ROLE_NAMES;
 use crate::fsutil::write_atomic;
-use crate::probe::{prompt_allocation, ROLE_NAMES};
+use crate::probe::prompt_allocation;
 
 #[derive(Args, Debug)]
 pub struct LayersArgs {

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use tch::{Device, Kind, Tensor};
 
-use super::roles::{Role, ROLE_NAMES};
+use crate::formats::{Role, ROLE_NAMES};
 use crate::generate::StepObserver;
 use crate::model::{AttentionObserver, VisionObserver};
 

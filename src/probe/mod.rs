@@ -5,5 +5,5 @@ pub mod roles;
 pub mod run;
 
 pub use capture::{Probe, ProbeArrays, ProbeConfig, VisionProbe};
-pub use roles::{prompt_roles, role_spans, Role, RoleSpan, ROLE_NAMES};
+pub use roles::{prompt_roles, role_spans};
 pub use run::{prompt_allocation, traced_generation, TraceRequest, TracedRun};

@@ -3,11 +3,12 @@ use anyhow::{Context, Result};
 use ndarray::{Array2, Array3, Array4};
 
 use super::capture::ProbeArrays;
-use super::roles::{role_spans, ROLE_NAMES};
+use super::roles::role_spans;
+use crate::formats::trace::{ImageInfo, ModelInfo, TraceArrays, TraceMeta};
+use crate::formats::ROLE_NAMES;
 use crate::generate::Generation;
 use crate::model::{device_name, kind_name};
 use crate::runtime::{Prompt, Runtime};
-use crate::trace::{ImageInfo, ModelInfo, RoleSpan, TraceArrays, TraceMeta};
 
 /// Metadata known before generation starts (written first, marked incomplete).
 pub fn trace_meta(
@@ -42,14 +43,7 @@ pub fn trace_meta(
         prompt: prompt.user_text.clone(),
         rendered_prompt: prompt.rendered.clone(),
         roles: ROLE_NAMES.iter().map(|s| s.to_string()).collect(),
-        spans: spans
-            .into_iter()
-            .map(|s| RoleSpan {
-                role: s.role,
-                start: s.start,
-                end: s.end,
-            })
-            .collect(),
+        spans,
         prompt_tokens: prompt.input_ids.len(),
         layers: layers.to_vec(),
         window,
@@ -74,14 +68,7 @@ pub fn finish_meta(
         prompt_len,
         g.generated_ids.len(),
         g.answer_start,
-    )
-    .into_iter()
-    .map(|s| RoleSpan {
-        role: s.role,
-        start: s.start,
-        end: s.end,
-    })
-    .collect();
+    );
     meta.prompt_tokens = prompt_len;
     meta.steps = steps;
     meta.generated_ids = g.generated_ids.iter().map(|&i| i as u32).collect();

@@ -1,34 +1,6 @@
 //! Token roles: which part of the conversation each position belongs to.
-use serde::{Deserialize, Serialize};
-
+use crate::formats::{Role, RoleSpan};
 use crate::runtime::PromptSpans;
-
-/// Role names, in the order of the role axis of every array rhlens saves.
-pub const ROLE_NAMES: [&str; 5] = ["system", "visual", "instruction", "reasoning", "answer"];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    System = 0,
-    Visual = 1,
-    Instruction = 2,
-    Reasoning = 3,
-    Answer = 4,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        ROLE_NAMES[self as usize]
-    }
-}
-
-/// A half-open range of positions with one role.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoleSpan {
-    pub role: String,
-    pub start: usize,
-    pub end: usize,
-}
 
 /// Spans over prompt + generated positions. Generated tokens before `answer_start` are reasoning
 /// (forced text included), the rest answer.
@@ -41,11 +13,7 @@ pub fn role_spans(
     let mut spans = Vec::new();
     let mut push = |role: Role, start: usize, end: usize| {
         if end > start {
-            spans.push(RoleSpan {
-                role: role.name().to_string(),
-                start,
-                end,
-            });
+            spans.push(RoleSpan::new(role, start, end));
         }
     };
     push(Role::System, prompt.system.0, prompt.system.1);

@@ -8,10 +8,10 @@ use tch::Tensor;
 use super::capture::{Probe, ProbeConfig, VisionProbe};
 use super::record::{finish_meta, trace_arrays, trace_meta};
 use super::roles::prompt_roles;
+use crate::formats::trace::{TraceArrays, TraceMeta, TraceWriter};
 use crate::generate::{GenerateConfig, Generation, Generator, Hooks};
 use crate::model::ForwardOptions;
 use crate::runtime::{Prompt, Runtime};
-use crate::trace::{TraceArrays, TraceMeta, TraceWriter};
 
 pub struct TraceRequest<'a> {
     pub image: &'a Path,
@@ -245,9 +245,9 @@ fn finish_run(su: Setup, probe: &Probe, generation: Generation) -> Result<Traced
         }),
     );
     let prompt_role = (pa.steps > 0).then(|| {
-        let n = layers.len() * super::ROLE_NAMES.len();
+        let n = layers.len() * crate::formats::ROLE_NAMES.len();
         Array2::from_shape_vec(
-            (layers.len(), super::ROLE_NAMES.len()),
+            (layers.len(), crate::formats::ROLE_NAMES.len()),
             pa.role_attention[..n].to_vec(),
         )
         .expect("step 0 holds layers x roles values")
@@ -284,7 +284,7 @@ pub fn prompt_allocation(
         .prefill(&prompt.input_ids, &[prompt.image.input()], 0, opts, None)?;
     let pa = probe.arrays();
     Array2::from_shape_vec(
-        (pa.layers.len(), super::ROLE_NAMES.len()),
+        (pa.layers.len(), crate::formats::ROLE_NAMES.len()),
         pa.role_attention,
     )
     .context("allocation shape")

@@ -32,7 +32,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
 
-use crate::trace::{Trace, TraceMeta};
+use crate::formats::trace::{Trace, TraceMeta};
 pub use colormap::Colormap;
 pub use maps::ColorScale;
 pub use output::Canvas;

@@ -19,7 +19,8 @@ use super::traces::{
     step_role_shares, TraceView,
 };
 use super::{RenderOptions, Rendered};
-use crate::trace::{EventKind, Trace};
+use crate::formats::trace::{EventKind, Trace};
+use crate::formats::Role;
 
 /// File name of a sweep's summary.
 pub const SUMMARY_FILE: &str = "summary.json";
@@ -285,7 +286,7 @@ pub fn render_sweep_figures(
     done.files
         .extend(save(&fig, &out.join("sweep_maps"), canvas)?);
 
-    let Some(vi) = first.trace.meta.role_index("visual") else {
+    let Some(vi) = first.trace.meta.role_index(Role::Visual) else {
         return Ok(());
     };
     let layer_x = |v: &TraceView| -> Vec<f64> {

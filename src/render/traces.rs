@@ -16,7 +16,8 @@ use super::maps::{MapFigure, MapGroup, MapPanel};
 use super::output::save;
 use super::style::{ellipsize, role_color, role_label, role_order, series_color, MUTED};
 use super::{RenderOptions, Rendered};
-use crate::trace::{normalise_rows, EventKind, Trace, TraceMeta};
+use crate::formats::trace::{normalise_rows, EventKind, Trace, TraceMeta};
+use crate::formats::Role;
 
 /// Colorbar label of every visual-attention map.
 const ATTN_LABEL: &str = "attention (head mean)";
@@ -303,7 +304,7 @@ fn event_lines(meta: &TraceMeta) -> Vec<VLine> {
 fn shift_roles(meta: &TraceMeta, shares: &Array2<f64>) -> Vec<usize> {
     ["visual", "instruction", "reasoning", "answer"]
         .iter()
-        .filter_map(|r| meta.role_index(r))
+        .filter_map(|r| meta.role_index_by_name(r))
         .filter(|&r| shares.column(r).iter().any(|&v| v > 0.0))
         .collect()
 }
@@ -598,7 +599,7 @@ pub fn render_one(
             .extend(save(&fig, &out.join("allocation_generation"), canvas)?);
     }
     // 4a. visual share by layer
-    if let Some(vi) = meta.role_index("visual") {
+    if let Some(vi) = meta.role_index(Role::Visual) {
         let mut series = Vec::new();
         if meta.steps > 0 {
             let gs = generation_shares(view.trace, &view.positions);
@@ -698,7 +699,7 @@ pub fn render_one(
             .extend(save(&fig, &out.join("shift_steps"), canvas)?);
     }
     // heads × layers visual share
-    if let (Some(rah), Some(vi)) = (&arrays.role_attention_heads, meta.role_index("visual")) {
+    if let (Some(rah), Some(vi)) = (&arrays.role_attention_heads, meta.role_index(Role::Visual)) {
         let (steps, _, heads, roles) = rah.dim();
         if steps > 0 {
             let mut values = vec![vec![0.0; view.positions.len()]; heads];
@@ -898,7 +899,7 @@ pub fn render_compare(
     // visual share by layer, one line per trace
     let mut series = Vec::new();
     for (i, v) in views.iter().enumerate() {
-        let Some(vi) = v.meta().role_index("visual") else {
+        let Some(vi) = v.meta().role_index(Role::Visual) else {
             continue;
         };
         let x: Vec<f64> = v.positions.iter().map(|&p| v.layer(p) as f64).collect();
@@ -957,7 +958,7 @@ pub fn render_compare(
     let with_steps: Vec<(usize, &TraceView)> = views
         .iter()
         .enumerate()
-        .filter(|(_, v)| v.meta().steps >= 2 && v.meta().role_index("visual").is_some())
+        .filter(|(_, v)| v.meta().steps >= 2 && v.meta().role_index(Role::Visual).is_some())
         .collect();
     if !with_steps.is_empty() {
         let depth_names = ["early", "middle", "late"];
@@ -973,7 +974,7 @@ pub fn render_compare(
             for &(i, v) in &with_steps {
                 let groups = layer_groups(&v.positions);
                 let (_, ps) = &groups[g.min(groups.len() - 1)];
-                let vi = v.meta().role_index("visual").expect("filtered");
+                let vi = v.meta().role_index(Role::Visual).expect("filtered");
                 let shares = step_role_shares(v.trace, ps);
                 let window = auto_window(v.meta().steps, opts.window);
                 let sm = rolling_mean(&shares.column(vi).to_vec(), window);

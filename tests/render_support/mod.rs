@@ -5,7 +5,7 @@ use std::path::Path;
 
 use image::{Rgb, RgbImage};
 use ndarray::{Array2, Array3, Array4};
-use rhlens::trace::{
+use rhlens::formats::trace::{
     EventKind, ImageInfo, ModelInfo, RoleSpan, TraceArrays, TraceEvent, TraceMeta, TraceWriter,
 };
 

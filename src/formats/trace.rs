@@ -17,12 +17,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, Array3, Array4, ArrayD, IxDyn};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
+
+pub use super::roles::RoleSpan;
+use super::roles::{Role, ROLE_NAMES};
 
 /// Value of `trace.json`'s `format` field.
 pub const TRACE_FORMAT: &str = "rhlens-trace";
@@ -32,8 +34,6 @@ pub const TRACE_FORMAT_VERSION: u32 = 1;
 pub const TRACE_JSON: &str = "trace.json";
 /// Array file name inside a trace directory.
 pub const ATTENTION_FILE: &str = "attention.safetensors";
-/// The token roles in their usual array order.
-pub const DEFAULT_ROLES: [&str; 5] = ["system", "visual", "instruction", "reasoning", "answer"];
 
 /// Array names inside `attention.safetensors`.
 pub mod names {
@@ -122,15 +122,6 @@ pub struct ImageInfo {
     pub grid_thw: [usize; 3],
     /// Merged-token grid `[rows, cols]` = `[grid_h / 2, grid_w / 2]`; `rows × cols` image tokens.
     pub merged_grid: [usize; 2],
-}
-
-/// A half-open range `[start, end)` of token positions (prompt positions first, then generated
-/// positions: generated token `s` sits at position `prompt_tokens + s`) labelled with a role.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoleSpan {
-    pub role: String,
-    pub start: usize,
-    pub end: usize,
 }
 
 /// What happened at a generation step.
@@ -230,7 +221,7 @@ impl Default for TraceMeta {
             image: ImageInfo::default(),
             prompt: String::new(),
             rendered_prompt: String::new(),
-            roles: DEFAULT_ROLES.iter().map(|s| s.to_string()).collect(),
+            roles: ROLE_NAMES.iter().map(|s| s.to_string()).collect(),
             spans: Vec::new(),
             prompt_tokens: 0,
             layers: Vec::new(),
@@ -251,8 +242,13 @@ impl Default for TraceMeta {
 
 impl TraceMeta {
     /// Position of `role` in [`TraceMeta::roles`].
-    pub fn role_index(&self, role: &str) -> Option<usize> {
-        self.roles.iter().position(|r| r == role)
+    pub fn role_index(&self, role: Role) -> Option<usize> {
+        self.role_index_by_name(role.name())
+    }
+
+    /// Position of the role named `name` (a trace may list roles this build does not know).
+    pub fn role_index_by_name(&self, name: &str) -> Option<usize> {
+        self.roles.iter().position(|r| r == name)
     }
 
     /// Number of image tokens (`merged_grid` rows × cols).
@@ -444,7 +440,7 @@ pub fn validate(meta: &TraceMeta, arrays: &TraceArrays) -> Result<(), String> {
     }
     let positions = meta.prompt_tokens + meta.generated_ids.len();
     for s in &meta.spans {
-        if meta.role_index(&s.role).is_none() {
+        if meta.role_index_by_name(&s.role).is_none() {
             return Err(format!("span role {:?} is not in `roles`", s.role));
         }
         if s.start > s.end || s.end > positions {
@@ -698,10 +694,9 @@ impl TraceWriter {
                 });
             }
             for name in [TRACE_JSON, ATTENTION_FILE] {
-                for p in [dir.join(name), tmp_path(dir, name)] {
-                    if p.exists() {
-                        fs::remove_file(&p).map_err(io(&p))?;
-                    }
+                let p = dir.join(name);
+                if p.exists() {
+                    fs::remove_file(&p).map_err(io(&p))?;
                 }
             }
         } else {
@@ -770,23 +765,11 @@ impl TraceWriter {
     }
 }
 
-fn tmp_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!(".{name}.tmp"))
-}
-
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), TraceError> {
-    let tmp = tmp_path(dir, name);
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TraceError::Io { path, source }
-    };
-    {
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    let dst = dir.join(name);
-    fs::rename(&tmp, &dst).map_err(io(&dst))
+    crate::fsutil::write_atomic(&dir.join(name), bytes).map_err(|e| TraceError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// Mean over steps of `role_attention`, renormalised per layer: `[layers, roles]` shares.

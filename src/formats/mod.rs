@@ -1,0 +1,6 @@
+//! On-disk schemas, model-free: what rhlens writes and reads back (traces, token roles). Everything
+//! here is plain data and file I/O, so `render` and `bench` can read saved runs without libtorch.
+pub mod roles;
+pub mod trace;
+
+pub use roles::{Role, RoleSpan, ROLE_NAMES};
