@@ -18,6 +18,13 @@ const CASES: [(&str, &str); 4] = [
     ("tiny-nested", "wide"),
 ];
 
+/// Attention probabilities against the committed references. These were made on another CPU, and
+/// float kernels differ between CPUs: Hugging Face itself, rerun on an AMD EPYC, differs from its
+/// own committed attention by up to 1.4e-5 (random weights make rows peaky). rhlens equals Hugging
+/// Face run on the same machine exactly (tests/parity_live.rs), so this bound only absorbs the
+/// machine-to-machine drift of the reference.
+const FIXTURE_ATTENTION_TOL: f64 = 5e-5;
+
 fn load(model: &str) -> Runtime {
     Runtime::load(model_dir(model).to_str().unwrap(), Kind::Float, Device::Cpu).unwrap()
 }
@@ -80,7 +87,7 @@ fn prefill_matches_hugging_face() {
         for (l, p) in extras.probs.iter().enumerate() {
             let d = max_abs_diff(&p.squeeze_dim(0), r.t(&format!("attentions.{l}")));
             assert!(
-                d <= 1e-5,
+                d <= FIXTURE_ATTENTION_TOL,
                 "{model}/{image}: layer {l} attention differs by {d}"
             );
         }
