@@ -376,8 +376,14 @@ impl Trace {
 
 /// Checks that metadata and arrays agree. Returns a message naming the first disagreement.
 pub fn validate(meta: &TraceMeta, arrays: &TraceArrays) -> Result<(), String> {
-    let n_roles = meta.roles.len();
-    if n_roles == 0 {
+    check_roles_and_layers(meta)?;
+    check_image(meta)?;
+    check_steps_spans_events(meta)?;
+    check_array_shapes(meta, arrays)
+}
+
+fn check_roles_and_layers(meta: &TraceMeta) -> Result<(), String> {
+    if meta.roles.is_empty() {
         return Err("`roles` is empty".into());
     }
     let mut seen = HashSet::new();
@@ -386,8 +392,7 @@ pub fn validate(meta: &TraceMeta, arrays: &TraceArrays) -> Result<(), String> {
             return Err(format!("role {r:?} is listed twice in `roles`"));
         }
     }
-    let n_layers = meta.layers.len();
-    if n_layers == 0 {
+    if meta.layers.is_empty() {
         return Err("`layers` is empty".into());
     }
     for w in meta.layers.windows(2) {
@@ -406,6 +411,11 @@ pub fn validate(meta: &TraceMeta, arrays: &TraceArrays) -> Result<(), String> {
             ));
         }
     }
+    Ok(())
+}
+
+/// The merged grid must tile both the patch grid and the resized image with square tokens.
+fn check_image(meta: &TraceMeta) -> Result<(), String> {
     let [mh, mw] = meta.image.merged_grid;
     if mh == 0 || mw == 0 {
         return Err(format!("merged grid {mh}x{mw} is empty"));
@@ -428,17 +438,20 @@ pub fn validate(meta: &TraceMeta, arrays: &TraceArrays) -> Result<(), String> {
     if meta.image.width == 0 || meta.image.height == 0 {
         return Err("image width/height is zero".into());
     }
-    let vt = mh * mw;
-    let steps = meta.steps;
+    Ok(())
+}
+
+fn check_steps_spans_events(meta: &TraceMeta) -> Result<(), String> {
+    let generated = meta.generated_ids.len();
     // Step s is the query that produced generated token s, so there are at most as many steps
     // as generated tokens (fewer when capture was capped).
-    if steps > meta.generated_ids.len() {
+    if meta.steps > generated {
         return Err(format!(
-            "`steps` is {steps} but only {} generated ids are listed",
-            meta.generated_ids.len()
+            "`steps` is {} but only {generated} generated ids are listed",
+            meta.steps
         ));
     }
-    let positions = meta.prompt_tokens + meta.generated_ids.len();
+    let positions = meta.prompt_tokens + generated;
     for s in &meta.spans {
         if meta.role_index_by_name(&s.role).is_none() {
             return Err(format!("span role {:?} is not in `roles`", s.role));
@@ -450,17 +463,18 @@ pub fn validate(meta: &TraceMeta, arrays: &TraceArrays) -> Result<(), String> {
             ));
         }
     }
-    for e in &meta.events {
-        if e.step > meta.generated_ids.len() {
-            return Err(format!(
-                "event {:?} at step {} is after the last generated token ({})",
-                e.kind,
-                e.step,
-                meta.generated_ids.len()
-            ));
-        }
+    if let Some(e) = meta.events.iter().find(|e| e.step > generated) {
+        return Err(format!(
+            "event {:?} at step {} is after the last generated token ({generated})",
+            e.kind, e.step
+        ));
     }
-    let heads = meta.model.num_heads;
+    Ok(())
+}
+
+fn check_array_shapes(meta: &TraceMeta, arrays: &TraceArrays) -> Result<(), String> {
+    let (steps, n_layers, n_roles) = (meta.steps, meta.layers.len(), meta.roles.len());
+    let (heads, vt) = (meta.model.num_heads, meta.visual_tokens());
     check_shape(
         names::ROLE_ATTENTION,
         arrays.role_attention.shape(),
@@ -506,6 +520,7 @@ pub fn validate(meta: &TraceMeta, arrays: &TraceArrays) -> Result<(), String> {
     }
     if let Some(a) = &arrays.vision_attention {
         let patches = meta.image.grid_thw.iter().product::<usize>();
+        let [_, gh, gw] = meta.image.grid_thw;
         if a.shape()[1] != patches || gh * gw != patches {
             return Err(format!(
                 "`{}` has shape {:?}: expected [blocks, {patches}] for a single-frame patch grid {gh}x{gw}",
