@@ -147,7 +147,7 @@ pub fn run_sweep(
             // distinct seeds per sample so a sweep reports spread, not one draw
             if let Some(s) = base.sampling.seed {
                 base.sampling.seed = Some(s + k as u64);
-            } else if samples > 1 && !base.sampling.greedy {
+            } else if samples > 1 && !base.sampling.is_greedy() {
                 base.sampling.seed = Some(k as u64);
             }
             let seed = base.sampling.seed;

@@ -4,8 +4,9 @@
 mod common;
 
 use common::*;
-use rhlens::formats::trace::EventKind;
-use rhlens::generate::{GenerateConfig, Generation, Generator, LengthControl, ThinkTags};
+use rhlens::generate::{
+    EventKind, GenerateConfig, Generation, Generator, LengthControl, ThinkTags,
+};
 use rhlens::model::{AttnImpl, ForwardOptions};
 use rhlens::probe::{traced_generation, ProbeConfig, TraceRequest};
 use rhlens::runtime::Runtime;

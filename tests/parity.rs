@@ -8,7 +8,7 @@ use common::*;
 use rhlens::generate::{GenerateConfig, Generator};
 use rhlens::model::{AttnImpl, ForwardOptions};
 use rhlens::runtime::Runtime;
-use rhlens::sampling::SamplingConfig;
+use rhlens::sampling::{Sampling, SamplingConfig};
 use tch::{Device, Kind, Tensor};
 
 const CASES: [(&str, &str); 4] = [
@@ -166,10 +166,11 @@ fn continuations_match_hugging_face() {
             image,
             r.m("prompt"),
             SamplingConfig {
-                greedy: false,
-                temperature: 0.8,
-                top_k: 20,
-                top_p: 0.9,
+                mode: Sampling::Sample {
+                    temperature: 0.8,
+                    top_k: 20,
+                    top_p: 0.9,
+                },
                 repetition_penalty: 1.0,
                 seed: Some(1234),
             },

@@ -7,7 +7,7 @@ use common::*;
 use rhlens::generate::GenerateConfig;
 use rhlens::probe::{prompt_allocation, traced_generation, ProbeConfig, TraceRequest};
 use rhlens::runtime::Runtime;
-use rhlens::sampling::SamplingConfig;
+use rhlens::sampling::{Sampling, SamplingConfig};
 use tch::{Device, Kind, Tensor};
 
 fn load(model: &str) -> Runtime {
@@ -179,10 +179,11 @@ fn probe_does_not_change_generation() {
     let img = image_path("wide");
     let prompt = "Count the shapes.";
     let sampled = SamplingConfig {
-        greedy: false,
-        temperature: 0.9,
-        top_k: 30,
-        top_p: 0.95,
+        mode: Sampling::Sample {
+            temperature: 0.9,
+            top_k: 30,
+            top_p: 0.95,
+        },
         repetition_penalty: 1.1,
         seed: Some(7),
     };

@@ -7,7 +7,7 @@ use clap::Args;
 use crate::generate::{GenerateConfig, LengthControl, ThinkTags};
 use crate::model::{parse_device, parse_kind};
 use crate::runtime::{demo_image, demo_model_dir, Runtime};
-use crate::sampling::SamplingConfig;
+use crate::sampling::{Sampling, SamplingConfig};
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -101,11 +101,17 @@ impl SamplingArgs {
     pub fn config(&self) -> SamplingConfig {
         let sampled = !self.greedy
             && (self.temperature.is_some() || self.top_p.is_some() || self.top_k.is_some());
+        let mode = if sampled {
+            Sampling::Sample {
+                temperature: self.temperature.unwrap_or(1.0),
+                top_k: self.top_k.unwrap_or(0),
+                top_p: self.top_p.unwrap_or(1.0),
+            }
+        } else {
+            Sampling::Greedy
+        };
         SamplingConfig {
-            greedy: !sampled,
-            temperature: self.temperature.unwrap_or(1.0),
-            top_p: self.top_p.unwrap_or(1.0),
-            top_k: self.top_k.unwrap_or(0),
+            mode,
             repetition_penalty: self.repetition_penalty,
             seed: self.seed,
         }

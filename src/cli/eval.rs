@@ -153,7 +153,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let mut cfg = base.clone();
         if let Some(s) = cfg.sampling.seed {
             cfg.sampling.seed = Some(s + k as u64);
-        } else if args.samples > 1 && !cfg.sampling.greedy {
+        } else if args.samples > 1 && !cfg.sampling.is_greedy() {
             cfg.sampling.seed = Some(k as u64);
         }
         let (cfg, steering) = sweep.apply(point, &cfg);

@@ -4,9 +4,9 @@ use ndarray::{Array2, Array3, Array4};
 
 use super::capture::ProbeArrays;
 use super::roles::role_spans;
-use crate::formats::trace::{ImageInfo, ModelInfo, TraceArrays, TraceMeta};
+use crate::formats::trace::{EventKind, ImageInfo, ModelInfo, TraceArrays, TraceEvent, TraceMeta};
 use crate::formats::ROLE_NAMES;
-use crate::generate::Generation;
+use crate::generate::{self, Generation};
 use crate::model::{device_name, kind_name};
 use crate::runtime::{Prompt, Runtime};
 
@@ -78,8 +78,22 @@ pub fn finish_meta(
     meta.think_tokens = g.think_tokens;
     meta.answer_tokens = g.answer_tokens;
     meta.stop_reason = g.stop_reason.as_str().to_string();
-    meta.events = g.events.clone();
+    meta.events = g.events.iter().map(trace_event).collect();
     meta.complete = true;
+}
+
+/// A generation event as traces record it.
+pub fn trace_event(e: &generate::Event) -> TraceEvent {
+    let kind = match e.kind {
+        generate::EventKind::ThinkEnd => EventKind::ThinkEnd,
+        generate::EventKind::ForcedThinkEnd => EventKind::ForcedThinkEnd,
+        generate::EventKind::Wait => EventKind::Wait,
+    };
+    TraceEvent {
+        step: e.step,
+        kind,
+        text: e.text.clone(),
+    }
 }
 
 /// Probe arrays → trace arrays.
