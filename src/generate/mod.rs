@@ -135,25 +135,11 @@ impl<'a> Generator<'a> {
         &self,
         prompts: &[BatchPrompt<'_>],
         cfg: &GenerateConfig,
-        mut observers: Vec<Option<&mut dyn StepObserver>>,
+        observers: Vec<Option<&mut dyn StepObserver>>,
         steering: Option<&Tensor>,
     ) -> Result<Vec<Generation>> {
-        cfg.validate()?;
-        if !Self::batchable(cfg) {
-            bail!(
-                "a minimum thinking length or waits roll generation back: run these one at a time"
-            );
-        }
         let nb = prompts.len();
-        if nb == 0 {
-            bail!("empty batch");
-        }
-        if observers.is_empty() {
-            observers = (0..nb).map(|_| None).collect();
-        }
-        if observers.len() != nb {
-            bail!("{} observers for a batch of {nb}", observers.len());
-        }
+        let mut observers = check_batch(cfg, nb, observers)?;
         cfg.sampling.apply_seed();
         let model = self.model;
         let longest = prompts.iter().map(|p| p.input_ids.len()).max().unwrap_or(0);
@@ -225,6 +211,28 @@ impl<'a> Generator<'a> {
             })
             .collect()
     }
+}
+
+/// `observers` for a batch of `nb` under `cfg` (none when empty), or why the batch cannot run.
+fn check_batch<'o>(
+    cfg: &GenerateConfig,
+    nb: usize,
+    observers: Vec<Option<&'o mut dyn StepObserver>>,
+) -> Result<Vec<Option<&'o mut dyn StepObserver>>> {
+    cfg.validate()?;
+    if !Generator::batchable(cfg) {
+        bail!("a minimum thinking length or waits roll generation back: run these one at a time");
+    }
+    if nb == 0 {
+        bail!("empty batch");
+    }
+    if observers.is_empty() {
+        return Ok((0..nb).map(|_| None).collect());
+    }
+    if observers.len() != nb {
+        bail!("{} observers for a batch of {nb}", observers.len());
+    }
+    Ok(observers)
 }
 
 /// Choose and accept `row`'s next token, telling its observer when the answer starts.
