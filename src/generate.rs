@@ -7,7 +7,8 @@ use tch::Tensor;
 
 use crate::checkpoint::TextTokenizer;
 use crate::model::{
-    AttentionObserver, BatchPrompt, ForwardOptions, ImageInput, Qwen2_5Vl, Sequence,
+    AttentionInputs, BatchPrompt, Captured, ForwardOptions, ImageInput, Observer, Qwen2_5Vl,
+    Sequence, Site,
 };
 use crate::sampling::{select, SamplingConfig};
 
@@ -178,7 +179,7 @@ impl Timing {
 }
 
 /// Hooks a probe uses to follow steps. Step s is the query that produced generated token s.
-pub trait StepObserver: AttentionObserver {
+pub trait StepObserver: Observer {
     /// Generation was rolled back: keep only steps `0..steps`.
     fn rollback(&mut self, _steps: usize) {}
     /// The thinking block closed: generated tokens from `index` on are the answer.
@@ -218,10 +219,8 @@ impl TextStream {
 /// Optional attachments to a generation.
 #[derive(Default)]
 pub struct Hooks<'h> {
-    /// sees every decoder layer's attention inputs at every step
+    /// sees the sites it wants at every step (the vision tower's during prefill)
     pub observer: Option<&'h mut dyn StepObserver>,
-    /// sees the vision tower's attention during prefill
-    pub vision: Option<&'h mut dyn crate::model::VisionObserver>,
     /// `[layers, hidden]`, already scaled: added to every layer's attention output
     pub steering: Option<&'h Tensor>,
 }
@@ -274,7 +273,6 @@ impl<'a> Generator<'a> {
     ) -> Result<Generation> {
         let Hooks {
             mut observer,
-            vision,
             steering,
         } = hooks;
         cfg.validate()?;
@@ -289,7 +287,7 @@ impl<'a> Generator<'a> {
         ) -> ForwardOptions<'o> {
             ForwardOptions {
                 observer: match obs {
-                    Some(o) => Some(&mut **o as &mut dyn AttentionObserver),
+                    Some(o) => Some(&mut **o as &mut dyn Observer),
                     None => None,
                 },
                 steering,
@@ -298,13 +296,8 @@ impl<'a> Generator<'a> {
         }
         let reserve = (prompt_ids.len() + cfg.max_new_tokens + 8) as i64;
         let t0 = std::time::Instant::now();
-        let (hidden, _, mut seq) = model.prefill(
-            prompt_ids,
-            images,
-            reserve,
-            opts(&mut observer, steering),
-            vision,
-        )?;
+        let (hidden, mut seq) =
+            model.prefill(prompt_ids, images, reserve, opts(&mut observer, steering))?;
         let mut logits = model.logits(&hidden.select(1, hidden.size()[1] - 1).squeeze_dim(0));
         // timing needs the device to have finished
         let mut timing = Timing {
@@ -458,7 +451,7 @@ impl<'a> Generator<'a> {
                 active: &active,
             };
             let opts = ForwardOptions {
-                observer: any_observer.then_some(&mut rows as &mut dyn AttentionObserver),
+                observer: any_observer.then_some(&mut rows as &mut dyn Observer),
                 steering,
                 ..Default::default()
             };
@@ -538,7 +531,7 @@ impl<'a> Generator<'a> {
                     active: &active,
                 };
                 let opts = ForwardOptions {
-                    observer: any_observer.then_some(&mut rows as &mut dyn AttentionObserver),
+                    observer: any_observer.then_some(&mut rows as &mut dyn Observer),
                     steering,
                     ..Default::default()
                 };
@@ -732,43 +725,51 @@ impl<'a> Generator<'a> {
 }
 
 /// Splits a batched forward's attention inputs over one observer per row, each seeing exactly
-/// what it sees at batch size 1: its own query rows and its keys without the left padding.
+/// what it sees at batch size 1: its own query rows and its keys without the left padding. Only
+/// attention patterns are split; other sites are not reported to the rows.
 struct RowObservers<'o, 'h> {
     rows: &'o mut [Option<&'h mut dyn StepObserver>],
     pads: &'o [i64],
     active: &'o [bool],
 }
 
-impl AttentionObserver for RowObservers<'_, '_> {
-    fn wants_layer(&self, layer: usize) -> bool {
-        self.rows
-            .iter()
-            .zip(self.active)
-            .any(|(o, a)| *a && o.as_ref().is_some_and(|o| o.wants_layer(layer)))
+impl Observer for RowObservers<'_, '_> {
+    fn wants(&self, site: Site) -> bool {
+        matches!(site, Site::AttnPattern(_))
+            && self
+                .rows
+                .iter()
+                .zip(self.active)
+                .any(|(o, a)| *a && o.as_ref().is_some_and(|o| o.wants(site)))
     }
 
-    fn on_attention(
-        &mut self,
-        layer: usize,
-        query: &Tensor,
-        keys: &Tensor,
-        scaling: f64,
-        _probs: Option<&Tensor>,
-    ) {
-        // each row's probe recomputes from its own unpadded keys
-        let kv = keys.size()[2];
+    fn on_capture(&mut self, site: Site, value: Captured<'_>) {
+        let Captured::Attention(attn) = value else {
+            return;
+        };
+        // each row's probe recomputes from its own unpadded query rows and keys
+        let (n, kv) = (attn.query.size()[2], attn.keys.size()[2]);
         for (b, o) in self.rows.iter_mut().enumerate() {
             if !self.active[b] {
                 continue;
             }
             let Some(o) = o.as_deref_mut() else { continue };
-            if !o.wants_layer(layer) {
+            if !o.wants(site) {
                 continue;
             }
             let pad = self.pads[b];
-            let q = query.narrow(0, b as i64, 1);
-            let k = keys.narrow(0, b as i64, 1).narrow(2, pad, kv - pad);
-            o.on_attention(layer, &q, &k, scaling, None);
+            // a prefill's padding query rows come first; a decode step has one real row
+            let skip = if n > 1 { pad } else { 0 };
+            let q = attn.query.narrow(0, b as i64, 1).narrow(2, skip, n - skip);
+            let k = attn.keys.narrow(0, b as i64, 1).narrow(2, pad, kv - pad);
+            let row = AttentionInputs {
+                query: &q,
+                keys: &k,
+                scaling: attn.scaling,
+                probs: None,
+                mask: None,
+            };
+            o.on_capture(site, Captured::Attention(row));
         }
     }
 }
