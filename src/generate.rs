@@ -291,7 +291,6 @@ impl<'a> Generator<'a> {
                     None => None,
                 },
                 steering,
-                ..Default::default()
             }
         }
         let reserve = (prompt_ids.len() + cfg.max_new_tokens + 8) as i64;
@@ -453,7 +452,6 @@ impl<'a> Generator<'a> {
             let opts = ForwardOptions {
                 observer: any_observer.then_some(&mut rows as &mut dyn Observer),
                 steering,
-                ..Default::default()
             };
             model.prefill_batch(prompts, reserve, opts)?
         };
@@ -533,7 +531,6 @@ impl<'a> Generator<'a> {
                 let opts = ForwardOptions {
                     observer: any_observer.then_some(&mut rows as &mut dyn Observer),
                     steering,
-                    ..Default::default()
                 };
                 model.step_batch(&mut seq, &tokens, opts)?
             };

@@ -62,7 +62,7 @@ fn an_observer_sees_only_the_sites_it_wants() {
         observer: Some(&mut obs),
         ..Default::default()
     };
-    rt.model.step(&mut seq, 1, opts).unwrap();
+    let _ = rt.model.step(&mut seq, 1, opts).unwrap();
     assert_eq!(obs.seen, [Site::ResidPostAttn(0), Site::AttnPattern(2)]);
 }
 
@@ -80,7 +80,7 @@ fn patterns_from_attention_inputs_match_the_eager_probabilities() {
             observer: Some(&mut c),
             ..Default::default()
         };
-        rt.model.prefill(&p.input_ids, &images, 0, opts).unwrap();
+        let _ = rt.model.prefill(&p.input_ids, &images, 0, opts).unwrap();
         c.into_values()
     };
     // the fused path returns no probabilities: the collector computes them from q, K and the scale

@@ -218,7 +218,7 @@ impl SitePattern {
                 .all(|(p, seg)| match (p, *seg) {
                     (PatternSegment::Any, _) => true,
                     (PatternSegment::Range(a, b), INDEX) => {
-                        index.map_or(true, |i| *a <= i && i <= *b)
+                        index.is_none_or(|i| *a <= i && i <= *b)
                     }
                     (PatternSegment::Word(w), seg) => seg != INDEX && w == seg,
                     (PatternSegment::Range(..), _) => false,
