@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use crate::model::{AttentionObserver, ForwardOptions};
+use crate::model::{Captured, ForwardOptions, Observer, Site};
 use crate::runtime::Runtime;
 
 /// One generation as rhlens records it (a line of `eval`'s results, a sweep row, or
@@ -57,21 +57,22 @@ pub fn read_records(path: &Path) -> Result<Vec<GenerationRecord>> {
     Ok(out)
 }
 
-/// Sums the residual stream over a range of positions, per layer.
+/// Averages the residual stream right after attention (`blocks.{l}.resid_post_attn`) over a range
+/// of positions, per layer.
 struct ResidualMean {
     range: (i64, i64),
     sums: Vec<Option<Tensor>>,
 }
 
-impl AttentionObserver for ResidualMean {
-    fn wants_layer(&self, _layer: usize) -> bool {
-        false
+impl Observer for ResidualMean {
+    fn wants(&self, site: Site) -> bool {
+        matches!(site, Site::ResidPostAttn(_))
     }
-    fn on_attention(&mut self, _: usize, _: &Tensor, _: &Tensor, _: f64, _: Option<&Tensor>) {}
-    fn wants_residual(&self) -> bool {
-        true
-    }
-    fn on_residual(&mut self, layer: usize, hidden: &Tensor) {
+
+    fn on_capture(&mut self, site: Site, value: Captured<'_>) {
+        let (Site::ResidPostAttn(layer), Captured::Tensor(hidden)) = (site, value) else {
+            return;
+        };
         let (a, b) = self.range;
         let m = hidden
             .squeeze_dim(0)
@@ -113,7 +114,6 @@ pub fn thinking_residual(rt: &Runtime, rec: &GenerationRecord) -> Result<Tensor>
             observer: Some(&mut obs),
             ..Default::default()
         },
-        None,
     )?;
     let rows: Vec<Tensor> = obs
         .sums

@@ -7,7 +7,7 @@ use common::*;
 use rhlens::generate::{
     EventKind, GenerateConfig, Generation, Generator, LengthControl, ThinkTags,
 };
-use rhlens::model::{AttnImpl, ForwardOptions};
+use rhlens::model::{AttnImpl, Collector, ForwardOptions};
 use rhlens::probe::{traced_generation, ProbeConfig, TraceRequest};
 use rhlens::runtime::Runtime;
 use tch::{Device, Kind, Tensor};
@@ -105,9 +105,9 @@ fn assert_consistent_with_recompute(rt: &Runtime, image: &str, prompt: &str, g: 
     let mut ids = p.input_ids.clone();
     let n = ids.len();
     ids.extend(&g.generated_ids);
-    let (hidden, _, _) = rt
+    let (hidden, _) = rt
         .model
-        .prefill(&ids, &[p.image.input()], 0, ForwardOptions::default(), None)
+        .prefill(&ids, &[p.image.input()], 0, ForwardOptions::default())
         .unwrap();
     let logits = rt.model.logits(&hidden.squeeze_dim(0));
     for (s, (&tok, &forced)) in g.generated_ids.iter().zip(&g.forced).enumerate() {
@@ -227,13 +227,14 @@ fn probe_rows_after_a_rollback_match_a_recompute() {
     let pl = p.input_ids.len();
     let mut ids = p.input_ids.clone();
     ids.extend(&traced.generation.generated_ids);
+    let mut captured = Collector::hugging_face();
     let opts = ForwardOptions {
-        keep_probs: true,
+        observer: Some(&mut captured),
         ..Default::default()
     };
-    let (_, extras, _) = rt
-        .model
-        .prefill(&ids, &[p.image.input()], 0, opts, None)
+    let _ = rt.model.prefill(&ids, &[p.image.input()], 0, opts).unwrap();
+    let extras = captured
+        .hugging_face_outputs(rt.model.num_layers())
         .unwrap();
     let ra = &traced.arrays.role_attention;
     let vis = (p.spans.visual.0 as i64, p.spans.visual.1 as i64);

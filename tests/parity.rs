@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use rhlens::generate::{GenerateConfig, Generator};
-use rhlens::model::{AttnImpl, ForwardOptions};
+use rhlens::model::{AttnImpl, Collector, ForwardOptions};
 use rhlens::runtime::Runtime;
 use rhlens::sampling::{Sampling, SamplingConfig};
 use tch::{Device, Kind, Tensor};
@@ -72,14 +72,17 @@ fn prefill_matches_hugging_face() {
         let d = max_abs_diff(&feats, r.t("image_embeds"));
         assert!(d <= 1e-4, "{model}/{image}: image features differ by {d}");
 
+        let mut captured = Collector::hugging_face();
         let opts = ForwardOptions {
-            keep_probs: true,
-            keep_hidden: true,
+            observer: Some(&mut captured),
             ..Default::default()
         };
-        let (hidden, extras, _) = rt
+        let (hidden, _) = rt
             .model
-            .prefill(&prompt.input_ids, &images, 0, opts, None)
+            .prefill(&prompt.input_ids, &images, 0, opts)
+            .unwrap();
+        let extras = captured
+            .hugging_face_outputs(rt.model.num_layers())
             .unwrap();
         let logits = rt.model.logits(&hidden.squeeze_dim(0));
         let d = max_abs_diff(&logits, r.t("logits"));
@@ -196,9 +199,9 @@ fn decode_steps_match_full_recompute() {
         .unwrap();
     let images = [p.image.input()];
     let greedy = r.ids("greedy_ids");
-    let (_, _, mut seq) = rt
+    let (_, mut seq) = rt
         .model
-        .prefill(&p.input_ids, &images, 0, ForwardOptions::default(), None)
+        .prefill(&p.input_ids, &images, 0, ForwardOptions::default())
         .unwrap();
     let mut last = Tensor::new();
     for &t in &greedy[..8] {

@@ -1,12 +1,13 @@
 //! `rhlens dump`: the prefill's tensors, for comparing against another implementation.
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use tch::{Kind, Tensor};
 
 use super::common::{InputArgs, ModelArgs};
-use crate::model::{AttnImpl, ForwardOptions};
+use crate::model::{AttnImpl, Collector, ForwardOptions, Site, SitePattern};
+use crate::runtime::Runtime;
 
 #[derive(Args, Debug)]
 pub struct DumpArgs {
@@ -14,8 +15,14 @@ pub struct DumpArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub input: InputArgs,
-    /// Output safetensors file: input_ids, pixel_values, image_grid_thw, position_ids, logits,
-    /// attentions.{layer} (and hidden_states.{i}, image_embeds)
+    /// Capture sites to dump, by name or pattern (`blocks.*.attn.pattern`,
+    /// `blocks.3-5.resid_post_attn`, `vision.*`), saved under their site names; repeat the flag
+    /// or separate patterns with commas. Without it: what Hugging Face returns (attentions.{layer},
+    /// hidden_states.{i}, image_embeds)
+    #[arg(long, value_delimiter = ',', value_name = "SITES")]
+    pub capture: Vec<SitePattern>,
+    /// Output safetensors file: input_ids, pixel_values, image_grid_thw, position_ids,
+    /// rope_deltas, logits, and the captured tensors
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -25,6 +32,7 @@ pub fn run(args: DumpArgs) -> Result<()> {
     if let Some(note) = rt.random_weights_note() {
         eprintln!("{note}");
     }
+    check_patterns(&args.capture, &rt)?;
     rt.model.attn_impl = AttnImpl::Eager;
     let prompt = rt.prepare(
         &args.input.image_path(),
@@ -34,20 +42,17 @@ pub fn run(args: DumpArgs) -> Result<()> {
     let _guard = tch::no_grad_guard();
     let images = [prompt.image.input()];
     let index = rt.model.rope_index(&prompt.input_ids, &images)?;
-    let image_embeds = rt.model.image_features(&images, None)?;
-    let (hidden, extras, _) = rt.model.prefill(
-        &prompt.input_ids,
-        &images,
-        0,
-        ForwardOptions {
-            keep_probs: true,
-            keep_hidden: true,
-            ..Default::default()
-        },
-        None,
-    )?;
+    let mut collector = if args.capture.is_empty() {
+        Collector::hugging_face()
+    } else {
+        Collector::new(args.capture.clone())
+    };
+    let opts = ForwardOptions {
+        observer: Some(&mut collector),
+        ..Default::default()
+    };
+    let (hidden, _) = rt.model.prefill(&prompt.input_ids, &images, 0, opts)?;
     let logits = rt.model.logits(&hidden.squeeze_dim(0));
-    let f32 = |t: &Tensor| t.to_kind(Kind::Float).to_device(tch::Device::Cpu);
     let mut named: Vec<(String, Tensor)> = vec![
         ("input_ids".into(), Tensor::from_slice(&prompt.input_ids)),
         ("pixel_values".into(), f32(&prompt.image.pixel_values)),
@@ -64,14 +69,16 @@ pub fn run(args: DumpArgs) -> Result<()> {
             Tensor::from_slice(&[index.rope_delta]),
         ),
         ("logits".into(), f32(&logits)),
-        ("image_embeds".into(), f32(&image_embeds)),
     ];
-    for (l, p) in extras.probs.iter().enumerate() {
-        named.push((format!("attentions.{l}"), f32(&p.squeeze_dim(0))));
-    }
-    for (i, h) in extras.hidden.iter().enumerate() {
-        named.push((format!("hidden_states.{i}"), f32(h)));
-    }
+    let captured = if args.capture.is_empty() {
+        let layers = rt.model.num_layers();
+        named.extend(hugging_face_named(&collector, layers)?);
+        format!("{layers} layers")
+    } else {
+        let before = named.len();
+        named.extend(site_named(collector));
+        format!("{} captured tensors", named.len() - before)
+    };
     if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -79,11 +86,63 @@ pub fn run(args: DumpArgs) -> Result<()> {
     Tensor::write_safetensors(&named, &args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!(
-        "wrote {} ({} tokens, {} image tokens, {} layers)",
+        "wrote {} ({} tokens, {} image tokens, {captured})",
         args.out.display(),
         prompt.input_ids.len(),
         prompt.spans.visual.1 - prompt.spans.visual.0,
-        extras.probs.len()
     );
     Ok(())
+}
+
+/// Every pattern must select a site of this model (a layer past the last is a mistake).
+fn check_patterns(patterns: &[SitePattern], rt: &Runtime) -> Result<()> {
+    let (layers, blocks) = (rt.model.num_layers(), rt.model.vision.depth());
+    let sites = Site::all(layers, blocks);
+    for p in patterns {
+        if !sites.iter().any(|s| p.matches(*s)) {
+            bail!(
+                "--capture `{p}` selects no site of this model: it has {layers} decoder layers \
+                 (blocks.0 to blocks.{}) and {blocks} vision blocks",
+                layers.saturating_sub(1)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// float32 on the CPU, as the file stores every float tensor.
+fn f32(t: &Tensor) -> Tensor {
+    t.to_kind(Kind::Float).to_device(tch::Device::Cpu)
+}
+
+/// The default dump: Hugging Face's names for image features, attentions and hidden states.
+fn hugging_face_named(collector: &Collector, layers: usize) -> Result<Vec<(String, Tensor)>> {
+    let hf = collector.hugging_face_outputs(layers)?;
+    let mut named = Vec::new();
+    if let Some(e) = &hf.image_embeds {
+        named.push(("image_embeds".into(), f32(e)));
+    }
+    for (l, p) in hf.probs.iter().enumerate() {
+        named.push((format!("attentions.{l}"), f32(&p.squeeze_dim(0))));
+    }
+    for (i, h) in hf.hidden.iter().enumerate() {
+        named.push((format!("hidden_states.{i}"), f32(h)));
+    }
+    Ok(named)
+}
+
+/// Captured sites under their names, without the batch axis of the decoder's sites.
+fn site_named(collector: Collector) -> Vec<(String, Tensor)> {
+    collector
+        .into_values()
+        .into_iter()
+        .map(|(site, t)| {
+            let t = if site.is_vision() {
+                t
+            } else {
+                t.squeeze_dim(0)
+            };
+            (site.to_string(), f32(&t))
+        })
+        .collect()
 }

@@ -70,7 +70,6 @@ impl<'a> Generator<'a> {
     ) -> Result<Generation> {
         let Hooks {
             mut observer,
-            vision,
             steering,
         } = hooks;
         cfg.validate()?;
@@ -79,7 +78,7 @@ impl<'a> Generator<'a> {
         let reserve = (prompt_ids.len() + cfg.max_new_tokens + 8) as i64;
         let t0 = Instant::now();
         let opts = single_options(&mut observer, steering);
-        let (hidden, _, mut seq) = model.prefill(prompt_ids, images, reserve, opts, vision)?;
+        let (hidden, mut seq) = model.prefill(prompt_ids, images, reserve, opts)?;
         let mut logits = model.logits(&hidden.select(1, hidden.size()[1] - 1).squeeze_dim(0));
         // timing needs the device to have finished
         let mut timing = Timing {

@@ -1,9 +1,10 @@
 //! Qwen2.5-VL on libtorch: the vision tower, the Qwen2 decoder with multimodal RoPE, and the glue
 //! that scatters image features into the prompt's embeddings. Knows tensors and weights only;
-//! roles, figures and benchmarks live elsewhere. Attention is observed through [`observer`].
+//! roles, figures and benchmarks live elsewhere. Values inside a forward pass are observed at
+//! named [`sites`].
 pub mod layers;
-pub mod observer;
 pub mod rope;
+pub mod sites;
 pub mod text;
 pub mod vision;
 
@@ -12,9 +13,12 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{ModelConfig, Weights};
 use layers::Placement;
-pub use observer::{AttentionObserver, VisionObserver};
 pub use rope::RopeIndex;
-pub use text::{ForwardExtras, ForwardOptions, KvCache};
+pub use sites::{
+    AttentionInputs, Captured, Collector, HuggingFaceOutputs, Observer, Site, SiteError,
+    SitePattern,
+};
+pub use text::{ForwardOptions, KvCache};
 
 /// How attention is computed for the model's own output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +157,7 @@ impl Qwen2_5Vl {
     pub fn image_features(
         &self,
         images: &[ImageInput<'_>],
-        observer: Option<&mut dyn VisionObserver>,
+        observer: Option<&mut dyn Observer>,
     ) -> Result<Tensor> {
         if images.is_empty() {
             bail!("no image given");
@@ -215,16 +219,15 @@ impl Qwen2_5Vl {
         )
     }
 
-    /// Run the whole prompt; returns the final hidden states `[1, L, hidden]`, extras, and the new
-    /// sequence state.
+    /// Run the whole prompt; returns the final hidden states `[1, L, hidden]` and the new sequence
+    /// state. The observer sees the vision tower's sites too.
     pub fn prefill(
         &self,
         input_ids: &[i64],
         images: &[ImageInput<'_>],
         reserve: i64,
-        opts: ForwardOptions<'_>,
-        vision_observer: Option<&mut dyn VisionObserver>,
-    ) -> Result<(Tensor, ForwardExtras, Sequence)> {
+        mut opts: ForwardOptions<'_>,
+    ) -> Result<(Tensor, Sequence)> {
         let _guard = tch::no_grad_guard();
         if input_ids.is_empty() {
             bail!("empty prompt");
@@ -232,13 +235,13 @@ impl Qwen2_5Vl {
         let features = if images.is_empty() {
             None
         } else {
-            Some(self.image_features(images, vision_observer)?)
+            Some(self.image_features(images, sites::reborrow(&mut opts.observer))?)
         };
         let embeds = self.prompt_embeddings(input_ids, features.as_ref())?;
         let index = self.rope_index(input_ids, images)?;
         let mut cache = KvCache::new(self.num_layers());
         cache.reserve(reserve.max(input_ids.len() as i64));
-        let (hidden, extras) = self.text.forward(
+        let hidden = self.text.forward(
             &embeds,
             &index.to_tensor(self.device),
             &mut cache,
@@ -247,7 +250,6 @@ impl Qwen2_5Vl {
         )?;
         Ok((
             hidden,
-            extras,
             Sequence {
                 cache,
                 rope_delta: index.rope_delta,
@@ -263,7 +265,7 @@ impl Qwen2_5Vl {
         &self,
         prompts: &[BatchPrompt<'_>],
         reserve: i64,
-        opts: ForwardOptions<'_>,
+        mut opts: ForwardOptions<'_>,
     ) -> Result<(Tensor, BatchSequence)> {
         let _guard = tch::no_grad_guard();
         if prompts.is_empty() {
@@ -285,7 +287,7 @@ impl Qwen2_5Vl {
         let features = if all_images.is_empty() {
             None
         } else {
-            Some(self.image_features(&all_images, None)?)
+            Some(self.image_features(&all_images, sites::reborrow(&mut opts.observer))?)
         };
         let mut offset = 0i64;
         let mut rows = Vec::with_capacity(prompts.len());
@@ -346,7 +348,7 @@ impl Qwen2_5Vl {
             .logical_and(&j.ge_tensor(&pad_t).logical_or(&j.eq_tensor(&i)));
         let mut cache = KvCache::new(self.num_layers());
         cache.reserve(reserve.max(longest));
-        let (hidden, _) = self.text.forward_masked(
+        let hidden = self.text.forward_masked(
             &embeds,
             &positions,
             &mut cache,
@@ -393,7 +395,7 @@ impl Qwen2_5Vl {
             .to_device(self.device)
             .view([b as i64, 1, 1, 1]);
         let mask = j.ge_tensor(&pad_t);
-        let (hidden, _) = self.text.forward_masked(
+        let hidden = self.text.forward_masked(
             &embeds,
             &positions,
             &mut seq.cache,
@@ -412,10 +414,8 @@ impl Qwen2_5Vl {
             .view([3, 1, 1])
             .to_device(self.device);
         let embeds = self.text.embed(&[token]);
-        let (hidden, _) =
-            self.text
-                .forward(&embeds, &positions, &mut seq.cache, self.attn_impl, opts)?;
-        Ok(hidden)
+        self.text
+            .forward(&embeds, &positions, &mut seq.cache, self.attn_impl, opts)
     }
 }
 

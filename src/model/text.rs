@@ -4,8 +4,10 @@ use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 use super::layers::{GatedMlp, Linear, Placement, RmsNorm};
-use super::observer::{reborrow, AttentionObserver};
 use super::rope::{apply_rotary, TextRope};
+use super::sites::{
+    eager_probs, reborrow, repeat_kv, report, AttentionInputs, Captured, Observer, Site,
+};
 use super::AttnImpl;
 use crate::checkpoint::{TextConfig, Weights};
 
@@ -114,20 +116,11 @@ struct DecoderLayer {
 /// What a forward pass should do besides computing hidden states.
 #[derive(Default)]
 pub struct ForwardOptions<'a> {
-    pub observer: Option<&'a mut dyn AttentionObserver>,
+    /// sees the sites it wants (see [`Site`])
+    pub observer: Option<&'a mut dyn Observer>,
     /// `[layers, hidden]` in model dtype, already scaled by the steering weight: added to every
-    /// layer's attention output.
+    /// layer's attention output (an intervention, not an observation)
     pub steering: Option<&'a Tensor>,
-    /// Keep every layer's full attention probabilities (`[1, heads, q, kv]`, eager path only).
-    pub keep_probs: bool,
-    /// Keep every layer's output hidden state (index 0 = embeddings).
-    pub keep_hidden: bool,
-}
-
-#[derive(Default)]
-pub struct ForwardExtras {
-    pub probs: Vec<Tensor>,
-    pub hidden: Vec<Tensor>,
 }
 
 pub struct TextModel {
@@ -227,7 +220,7 @@ impl TextModel {
         cache: &mut KvCache,
         attn_impl: AttnImpl,
         opts: ForwardOptions<'_>,
-    ) -> Result<(Tensor, ForwardExtras)> {
+    ) -> Result<Tensor> {
         self.forward_masked(embeds, positions, cache, attn_impl, opts, None)
     }
 
@@ -240,23 +233,24 @@ impl TextModel {
         positions: &Tensor,
         cache: &mut KvCache,
         attn_impl: AttnImpl,
-        mut opts: ForwardOptions<'_>,
+        opts: ForwardOptions<'_>,
         mask: Option<&Tensor>,
-    ) -> Result<(Tensor, ForwardExtras)> {
+    ) -> Result<Tensor> {
+        let ForwardOptions {
+            mut observer,
+            steering,
+        } = opts;
         let n = embeds.size()[1];
         if !cache.is_empty() && n != 1 {
             bail!("decoding on a non-empty cache takes one token at a time (got {n})");
         }
         let (cos, sin) = self.rope.cos_sin(positions, self.placement.kind);
-        let mut extras = ForwardExtras::default();
         let mut x = embeds.shallow_clone();
-        if opts.keep_hidden {
-            extras.hidden.push(x.squeeze_dim(0));
-        }
-        let eager = attn_impl == AttnImpl::Eager || opts.keep_probs;
+        report(&mut observer, Site::Embed, &x);
+        let eager = attn_impl == AttnImpl::Eager;
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_norm.forward(&x);
-            let (mut a, probs) = layer.attn.forward(
+            let mut a = layer.attn.forward(
                 &h,
                 &cos,
                 &sin,
@@ -264,34 +258,20 @@ impl TextModel {
                 i,
                 eager,
                 mask,
-                reborrow(&mut opts.observer),
+                reborrow(&mut observer),
             );
-            if let Some(p) = probs.filter(|_| opts.keep_probs) {
-                extras.probs.push(p);
-            }
-            if let Some(s) = opts.steering {
+            if let Some(s) = steering {
                 a = a + s.get(i as i64);
             }
             x = x + a;
-            if let Some(obs) = reborrow(&mut opts.observer) {
-                if obs.wants_residual() {
-                    obs.on_residual(i, &x);
-                }
-            }
+            report(&mut observer, Site::ResidPostAttn(i), &x);
             x = &x + layer.mlp.forward(&layer.post_norm.forward(&x));
-            if opts.keep_hidden {
-                extras.hidden.push(x.squeeze_dim(0));
-            }
+            report(&mut observer, Site::ResidPost(i), &x);
         }
         cache.commit(n);
         let out = self.norm.forward(&x);
-        if opts.keep_hidden {
-            // Hugging Face reports the final-norm output as the last hidden state
-            if let Some(last) = extras.hidden.last_mut() {
-                *last = out.squeeze_dim(0);
-            }
-        }
-        Ok((out, extras))
+        report(&mut observer, Site::LnFinal, &out);
+        Ok(out)
     }
 }
 
@@ -306,8 +286,8 @@ impl Attention {
         layer: usize,
         eager: bool,
         mask: Option<&Tensor>,
-        observer: Option<&mut dyn AttentionObserver>,
-    ) -> (Tensor, Option<Tensor>) {
+        observer: Option<&mut dyn Observer>,
+    ) -> Tensor {
         let (b, n) = (x.size()[0], x.size()[1]);
         let q = self
             .q
@@ -343,78 +323,34 @@ impl Attention {
                 .reshape([b, self.heads, 1, self.head_dim]);
             (out, Some(probs.reshape([b, self.heads, 1, kv])))
         } else if eager {
-            let kr = repeat_kv(&keys, groups);
-            let vr = repeat_kv(&values, groups);
-            let mut w = q.matmul(&kr.transpose(2, 3)) * scaling;
-            if let Some(m) = mask {
-                w = w.masked_fill(&m.logical_not(), min_value(w.kind()));
-            } else if fresh && n > 1 {
-                let mask = causal_mask(n, w.kind(), w.device());
-                w = w + mask;
-            }
-            let probs = w.softmax(-1, Kind::Float).to_kind(q.kind());
-            (probs.matmul(&vr), Some(probs))
-        } else if let Some(m) = mask {
-            let out = Tensor::scaled_dot_product_attention(
-                &q,
-                &keys,
-                &values,
-                Some(m),
-                0.0,
-                false,
-                scaling,
-                groups > 1,
-            );
-            (out, None)
+            let probs = eager_probs(&q, &keys, scaling, mask);
+            (probs.matmul(&repeat_kv(&values, groups)), Some(probs))
         } else {
+            // causal within a fresh multi-token prompt; a mask (batches) already holds causality
             let out = Tensor::scaled_dot_product_attention(
                 &q,
                 &keys,
                 &values,
-                None::<Tensor>,
+                mask,
                 0.0,
-                fresh && n > 1,
+                mask.is_none() && fresh && n > 1,
                 scaling,
                 groups > 1,
             );
             (out, None)
         };
-        if let Some(obs) = observer {
-            if obs.wants_layer(layer) {
-                obs.on_attention(layer, &q, &keys, scaling, probs.as_ref().filter(|_| n == 1));
-            }
+        let site = Site::AttnPattern(layer);
+        if let Some(obs) = observer.filter(|o| o.wants(site)) {
+            let inputs = AttentionInputs {
+                query: &q,
+                keys: &keys,
+                scaling,
+                probs: probs.as_ref(),
+                mask,
+            };
+            obs.on_capture(site, Captured::Attention(inputs));
         }
         let out = out.transpose(1, 2).contiguous().reshape([b, n, -1]);
-        (self.o.forward(&out), probs)
-    }
-}
-
-/// `[b, kv_heads, L, d]` → `[b, kv_heads * groups, L, d]` (each kv head repeated `groups` times).
-fn repeat_kv(x: &Tensor, groups: i64) -> Tensor {
-    if groups == 1 {
-        return x.shallow_clone();
-    }
-    let s = x.size();
-    x.unsqueeze(2)
-        .expand([s[0], s[1], groups, s[2], s[3]], false)
-        .reshape([s[0], s[1] * groups, s[2], s[3]])
-}
-
-/// Additive causal mask `[n, n]`: 0 on and below the diagonal, the dtype's minimum above.
-fn causal_mask(n: i64, kind: Kind, device: tch::Device) -> Tensor {
-    let min = min_value(kind);
-    Tensor::ones([n, n], (Kind::Bool, device))
-        .triu(1)
-        .to_kind(kind)
-        * min
-}
-
-/// The dtype's most negative finite value (what masked scores get).
-fn min_value(kind: Kind) -> f64 {
-    match kind {
-        Kind::BFloat16 => -3.3895313892515355e38,
-        Kind::Half => -65504.0,
-        Kind::Double => f64::MIN,
-        _ => f32::MIN as f64,
+        self.o.forward(&out)
     }
 }

@@ -4,8 +4,8 @@ use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 use super::layers::{inv_freq, rotate_half, GatedMlp, Linear, Placement, RmsNorm};
-use super::observer::{reborrow_vision, VisionObserver};
 use super::rope::{vision_full_seqlens, vision_positions, vision_window_index};
+use super::sites::{reborrow, report, Captured, Observer, Site};
 use super::AttnImpl;
 use crate::checkpoint::{VisionConfig, Weights};
 
@@ -112,7 +112,7 @@ impl VisionTower {
         pixel_values: &Tensor,
         grids_thw: &[[i64; 3]],
         attn_impl: AttnImpl,
-        mut observer: Option<&mut dyn VisionObserver>,
+        mut observer: Option<&mut dyn Observer>,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let p = self.placement;
@@ -196,15 +196,12 @@ impl VisionTower {
                 cu,
                 attn_impl,
                 i,
-                reborrow_vision(&mut observer),
+                reborrow(&mut observer),
                 &window_index,
                 unit,
             );
             x = x + a;
             x = &x + block.mlp.forward(&block.norm2.forward(&x));
-            if let Some(obs) = reborrow_vision(&mut observer) {
-                obs.on_block_output(i, &x);
-            }
         }
 
         let merged = self.merger_norm.forward(&x).view([-1, d * unit]);
@@ -212,7 +209,9 @@ impl VisionTower {
             .merger_fc2
             .forward(&self.merger_fc1.forward(&merged).gelu("none"));
         let reverse = window_index_t.argsort(0, false);
-        Ok(merged.index_select(0, &reverse))
+        let merged = merged.index_select(0, &reverse);
+        report(&mut observer, Site::VisionMerged, &merged);
+        Ok(merged)
     }
 }
 
@@ -226,7 +225,7 @@ impl VisionAttention {
         cu_seqlens: &[i64],
         attn_impl: AttnImpl,
         block: usize,
-        observer: Option<&mut dyn VisionObserver>,
+        observer: Option<&mut dyn Observer>,
         window_index: &[i64],
         unit: i64,
     ) -> Tensor {
@@ -248,7 +247,8 @@ impl VisionAttention {
         let v = v.transpose(0, 1).unsqueeze(0);
         let lengths: Vec<i64> = cu_seqlens.windows(2).map(|w| w[1] - w[0]).collect();
         let scaling = (self.head_dim as f64).powf(-0.5);
-        let want_probs = observer.as_ref().is_some_and(|o| o.wants_block(block));
+        let site = Site::VisionAttnReceived(block);
+        let want_probs = observer.as_ref().is_some_and(|o| o.wants(site));
         if attn_impl == AttnImpl::Sdpa && !want_probs && lengths.len() > 1 {
             // all windows in one fused call: pad each to the longest, mask the padding keys
             let out = padded_window_attention(&q, &k, &v, &lengths, scaling);
@@ -298,7 +298,7 @@ impl VisionAttention {
             let order = Tensor::from_slice(window_index).to_device(r.device());
             let r = r.view([n / unit, unit]);
             let raster = Tensor::zeros_like(&r).index_copy(0, &order, &r).view([n]);
-            obs.on_block_attention(block, &raster);
+            obs.on_capture(site, Captured::Tensor(&raster));
         }
         let out = Tensor::cat(&outs, 1).reshape([n, -1]);
         self.proj.forward(&out)

@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::formats::{Role, ROLE_NAMES};
 use crate::generate::StepObserver;
-use crate::model::{AttentionObserver, VisionObserver};
+use crate::model::{AttentionInputs, Captured, Observer, Site};
 
 /// What to capture.
 #[derive(Debug, Clone)]
@@ -80,6 +80,8 @@ pub struct Probe {
     steps: usize,
     max_steps: usize,
     answer_from: Option<usize>,
+    /// the vision tower's attention, when asked for
+    vision: Option<VisionProbe>,
 }
 
 /// Captures the vision tower's attention: per block, what each patch receives.
@@ -188,8 +190,15 @@ impl Probe {
             steps: 0,
             max_steps: max_steps.max(1),
             answer_from: None,
+            vision: None,
             cfg,
         })
+    }
+
+    /// Also capture the vision tower's attention (reported in [`ProbeArrays::vision_attention`]).
+    pub fn with_vision(mut self, vision: VisionProbe) -> Self {
+        self.vision = Some(vision);
+        self
     }
 
     /// Generated tokens from `index` on are the answer (the thinking block closed before it).
@@ -211,15 +220,11 @@ impl Probe {
         self.steps
     }
 
-    fn layer_row(
-        &mut self,
-        layer: usize,
-        query: &Tensor,
-        keys: &Tensor,
-        scaling: f64,
-        model_probs: Option<&Tensor>,
-    ) {
+    fn layer_row(&mut self, layer: usize, attn: &AttentionInputs<'_>) {
         let Some(li) = self.slot[layer] else { return };
+        let (query, keys, scaling) = (attn.query, attn.keys, attn.scaling);
+        // the model's probabilities serve when they are the one row of a decode step
+        let model_probs = attn.probs.filter(|p| p.size()[2] == 1);
         let q_len = query.size()[2];
         let kv_len = keys.size()[2];
         let step = (kv_len - self.prompt_len as i64) as usize;
@@ -331,7 +336,7 @@ impl Probe {
             visual_attention_heads: self.cfg.visual_heads.then(|| to_vec(&vis_heads)),
             visual_attention_windows: windows,
             visual_tokens: (self.visual.1 - self.visual.0) as usize,
-            vision_attention: None,
+            vision_attention: self.vision.as_ref().map(VisionProbe::rows),
         }
         .check(nl)
     }
@@ -355,20 +360,23 @@ fn block_to_raster(t: &Tensor, grid: [i64; 3], merge: i64) -> Tensor {
         .reshape([gt * gh * gw])
 }
 
-impl AttentionObserver for Probe {
-    fn wants_layer(&self, layer: usize) -> bool {
-        self.slot.get(layer).copied().flatten().is_some()
+impl Observer for Probe {
+    fn wants(&self, site: Site) -> bool {
+        match site {
+            Site::AttnPattern(layer) => self.slot.get(layer).copied().flatten().is_some(),
+            _ => self.vision.as_ref().is_some_and(|v| v.wants(site)),
+        }
     }
 
-    fn on_attention(
-        &mut self,
-        layer: usize,
-        query: &Tensor,
-        keys: &Tensor,
-        scaling: f64,
-        probs: Option<&Tensor>,
-    ) {
-        self.layer_row(layer, query, keys, scaling, probs);
+    fn on_capture(&mut self, site: Site, value: Captured<'_>) {
+        match (site, value) {
+            (Site::AttnPattern(layer), Captured::Attention(attn)) => self.layer_row(layer, &attn),
+            (_, value) => {
+                if let Some(v) = self.vision.as_mut() {
+                    v.on_capture(site, value);
+                }
+            }
+        }
     }
 }
 
@@ -393,12 +401,14 @@ impl StepObserver for Probe {
     }
 }
 
-impl VisionObserver for VisionProbe {
-    fn wants_block(&self, block: usize) -> bool {
-        block < self.blocks.len()
+impl Observer for VisionProbe {
+    fn wants(&self, site: Site) -> bool {
+        matches!(site, Site::VisionAttnReceived(block) if block < self.blocks.len())
     }
 
-    fn on_block_attention(&mut self, block: usize, received: &Tensor) {
-        self.blocks[block] = Some(received.to_kind(Kind::Float).copy());
+    fn on_capture(&mut self, site: Site, value: Captured<'_>) {
+        if let (Site::VisionAttnReceived(block), Captured::Tensor(received)) = (site, value) {
+            self.blocks[block] = Some(received.to_kind(Kind::Float).copy());
+        }
     }
 }

@@ -61,7 +61,6 @@ fn new_probe(
 struct Setup {
     prompt: Prompt,
     ids: Vec<i64>,
-    vision: Option<VisionProbe>,
     layers: Vec<usize>,
     meta: TraceMeta,
     writer: Option<TraceWriter>,
@@ -74,20 +73,20 @@ fn setup(
 ) -> Result<(Setup, Probe)> {
     let prompt = rt.prepare(req.image, req.prompt, req.system)?;
     let ids = generator.prompt_ids(&prompt.input_ids, &req.generate)?;
-    let probe = new_probe(
+    let mut probe = new_probe(
         rt,
         &ids,
         &prompt,
         req.probe.clone(),
         req.generate.max_new_tokens,
     )?;
-    let vision = req.vision.then(|| {
-        VisionProbe::new(
+    if req.vision {
+        probe = probe.with_vision(VisionProbe::new(
             prompt.image.grid_thw(),
             rt.config.vision.spatial_merge_size as i64,
             rt.model.vision.depth(),
-        )
-    });
+        ));
+    }
     let mut settings = serde_json::json!({
         "sampling": req.generate.sampling,
         "max_new_tokens": req.generate.max_new_tokens,
@@ -120,7 +119,6 @@ fn setup(
         Setup {
             prompt,
             ids,
-            vision,
             layers,
             meta,
             writer,
@@ -136,13 +134,9 @@ pub fn traced_generation(
     on_text: &mut dyn FnMut(&str),
 ) -> Result<TracedRun> {
     let generator = Generator::new(&rt.model, &rt.tokenizer);
-    let (mut su, mut probe) = setup(rt, &generator, req)?;
+    let (su, mut probe) = setup(rt, &generator, req)?;
     let hooks = Hooks {
         observer: Some(&mut probe),
-        vision: su
-            .vision
-            .as_mut()
-            .map(|v| v as &mut dyn crate::model::VisionObserver),
         steering: req.steering,
     };
     let generation = generator.run(
@@ -225,13 +219,11 @@ fn finish_run(su: Setup, probe: &Probe, generation: Generation) -> Result<Traced
     let Setup {
         prompt,
         ids,
-        vision,
         layers,
         mut meta,
         writer,
     } = su;
-    let mut pa = probe.arrays();
-    pa.vision_attention = vision.map(|v| v.rows());
+    let pa = probe.arrays();
     finish_meta(&mut meta, ids.len(), &prompt, &generation, pa.steps);
     let t = generation.timing;
     meta.settings.insert(
@@ -281,7 +273,7 @@ pub fn prompt_allocation(
     };
     let _ = rt
         .model
-        .prefill(&prompt.input_ids, &[prompt.image.input()], 0, opts, None)?;
+        .prefill(&prompt.input_ids, &[prompt.image.input()], 0, opts)?;
     let pa = probe.arrays();
     Array2::from_shape_vec(
         (pa.layers.len(), crate::formats::ROLE_NAMES.len()),
