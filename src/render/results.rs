@@ -17,8 +17,12 @@ use serde::{Deserialize, Serialize};
 
 use super::charts::{Annotation, ChartFigure, ChartPanel, Fill, Series, SeriesKind};
 use super::draw::{LegendEntry, Swatch};
+use super::figure::Named;
 use super::pchip::Pchip;
 use super::style::{series_color, MUTED};
+use super::RenderOptions;
+pub use crate::bench::metrics::trapezoid;
+use crate::bench::metrics::{self, RhAucError};
 
 /// One row of a metrics file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,7 +180,8 @@ pub fn parse_metrics_csv(text: &str) -> Result<Vec<MetricsRow>> {
     Ok(rows)
 }
 
-/// Why RH-AUC has no value.
+/// Why RH-AUC has no value, in the short words of figure titles and notes (the reasons of
+/// [`metrics::RhAucError`], which computes it).
 #[derive(Debug, Clone, PartialEq)]
 pub enum RhAucUndefined {
     /// Fewer than two settings with both accuracies.
@@ -187,6 +192,17 @@ pub enum RhAucUndefined {
     ConstantPerception,
     /// An accuracy is NaN or infinite.
     NotFinite,
+}
+
+impl From<RhAucError> for RhAucUndefined {
+    fn from(e: RhAucError) -> Self {
+        match e {
+            RhAucError::TooFewPoints(n) => RhAucUndefined::TooFewSettings(n),
+            RhAucError::FlatReasoning(_) => RhAucUndefined::ConstantReasoning,
+            RhAucError::FlatPerception(_) => RhAucUndefined::ConstantPerception,
+            RhAucError::NotFinite(_) => RhAucUndefined::NotFinite,
+        }
+    }
 }
 
 impl fmt::Display for RhAucUndefined {
@@ -204,48 +220,24 @@ impl fmt::Display for RhAucUndefined {
     }
 }
 
-/// Min–max normalised (reasoning, perception) points sorted by reasoning (ties by perception).
+/// Min–max normalised (reasoning, perception) points sorted by reasoning (ties by perception):
+/// [`metrics::normalized_curve`].
 pub fn normalised_points(points: &[(f64, f64)]) -> Result<Vec<(f64, f64)>, RhAucUndefined> {
-    if points.len() < 2 {
-        return Err(RhAucUndefined::TooFewSettings(points.len()));
-    }
-    if points.iter().any(|(r, h)| !r.is_finite() || !h.is_finite()) {
-        return Err(RhAucUndefined::NotFinite);
-    }
-    let (rmin, rmax) = min_max(points.iter().map(|p| p.0));
-    let (hmin, hmax) = min_max(points.iter().map(|p| p.1));
-    if rmax <= rmin {
-        return Err(RhAucUndefined::ConstantReasoning);
-    }
-    if hmax <= hmin {
-        return Err(RhAucUndefined::ConstantPerception);
-    }
-    let mut out: Vec<(f64, f64)> = points
-        .iter()
-        .map(|&(r, h)| ((r - rmin) / (rmax - rmin), (h - hmin) / (hmax - hmin)))
-        .collect();
-    out.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    Ok(out)
+    metrics::normalized_curve(points).map_err(RhAucUndefined::from)
+}
+
+/// RH-AUC of (reasoning accuracy, perception accuracy) points, one per setting:
+/// [`metrics::rh_auc`].
+pub fn rh_auc(points: &[(f64, f64)]) -> Result<f64, RhAucUndefined> {
+    metrics::rh_auc(points)
+        .map(|v| v.rh_auc)
+        .map_err(RhAucUndefined::from)
 }
 
 fn min_max(v: impl Iterator<Item = f64>) -> (f64, f64) {
     v.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
         (lo.min(x), hi.max(x))
     })
-}
-
-/// Trapezoid area under sorted points.
-pub fn trapezoid(points: &[(f64, f64)]) -> f64 {
-    points
-        .windows(2)
-        .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
-        .sum()
-}
-
-/// RH-AUC of (reasoning accuracy, perception accuracy) points, one per setting: both
-/// min–max normalised, sorted by reasoning, trapezoid area of perception over reasoning.
-pub fn rh_auc(points: &[(f64, f64)]) -> Result<f64, RhAucUndefined> {
-    normalised_points(points).map(|p| trapezoid(&p))
 }
 
 /// Rows of one model's sweep.
@@ -347,6 +339,24 @@ fn short_value(v: f64) -> String {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
+
+/// A builder of figures from metrics rows grouped by model sweep.
+pub type ResultsBuilder = fn(&[MetricsGroup], &RenderOptions) -> Vec<Named>;
+
+/// Figures of metrics files, in the order they are written.
+pub const RESULTS_FIGURES: &[ResultsBuilder] = &[
+    |g, _| vec![Named::new("rhauc", rhauc_figure(g))],
+    |g, opts| {
+        let fig = accuracy_vs_length_figure(g, opts.length_axis);
+        vec![Named::new("accuracy_vs_length", fig)]
+    },
+    |g, _| {
+        vec![Named::new(
+            "reasoning_vs_perception",
+            reasoning_vs_perception_figure(g),
+        )]
+    },
+];
 
 /// RH-AUC panels, one per model sweep.
 pub fn rhauc_figure(groups: &[MetricsGroup]) -> ChartFigure {
