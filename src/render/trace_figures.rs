@@ -339,46 +339,43 @@ fn allocation_generation(c: &Traces, _: &RenderOptions) -> Vec<Named> {
     vec![Named::new(c.stem("allocation_generation"), fig)]
 }
 
-/// The visual-share lines of one trace: during generation and at the last prompt token.
+/// The visual-share lines of trace `i`: during generation and at the last prompt token.
 fn visual_share_series(c: &Traces, i: usize, v: &TraceView, vi: usize) -> Vec<Series> {
+    use SeriesKind::{Dashed, LineMarkers};
+    // (label, colour, kind) of the generation line and of the prompt line
+    let (generation, prompt) = match c.single() {
+        Some(_) => (
+            (
+                "during generation (mean over steps)".into(),
+                series_color(0),
+                LineMarkers,
+            ),
+            ("last prompt token".into(), series_color(1), LineMarkers),
+        ),
+        None => (
+            (
+                format!("{} (generation)", v.label),
+                series_color(i),
+                LineMarkers,
+            ),
+            (
+                format!("{} (last prompt token)", v.label),
+                series_color(i),
+                Dashed,
+            ),
+        ),
+    };
     let x = v.layers_x();
-    let line = |label: String, color, column: ndarray::ArrayView1<f64>, kind| {
-        let points = x.iter().zip(column.iter()).map(|(&a, &b)| (a, b)).collect();
-        Series::new(label, color, points).kind(kind)
+    let line = |(label, color, kind): (String, _, _), shares: ndarray::Array2<f64>| {
+        let points = x.iter().zip(shares.column(vi)).map(|(&a, &b)| (a, b));
+        Series::new(label, color, points.collect()).kind(kind)
     };
     let mut series = Vec::new();
     if v.meta().steps > 0 {
-        let gs = v.generation_shares(&v.positions);
-        series.push(match c.single() {
-            Some(_) => line(
-                "during generation (mean over steps)".into(),
-                series_color(0),
-                gs.column(vi),
-                SeriesKind::LineMarkers,
-            ),
-            None => line(
-                format!("{} (generation)", v.label),
-                series_color(i),
-                gs.column(vi),
-                SeriesKind::LineMarkers,
-            ),
-        });
+        series.push(line(generation, v.generation_shares(&v.positions)));
     }
     if let Some(ps) = v.prompt_shares() {
-        series.push(match c.single() {
-            Some(_) => line(
-                "last prompt token".into(),
-                series_color(1),
-                ps.column(vi),
-                SeriesKind::LineMarkers,
-            ),
-            None => line(
-                format!("{} (last prompt token)", v.label),
-                series_color(i),
-                ps.column(vi),
-                SeriesKind::Dashed,
-            ),
-        });
+        series.push(line(prompt, ps));
     }
     series
 }
