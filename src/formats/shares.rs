@@ -183,3 +183,30 @@ pub fn role_shares(
     };
     (visual.map(|_| thirds), overall)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thirds_put_layer_l_of_n_in_group_floor_3l_over_n() {
+        for n in 3..40 {
+            let groups = layer_groups(n);
+            assert_eq!(groups.len(), 3);
+            for (g, (_, range)) in groups.into_iter().enumerate() {
+                for l in range {
+                    assert_eq!(l * 3 / n, g, "layer {l} of {n}");
+                }
+            }
+        }
+        assert_eq!(layer_groups(2), vec![(LayerGroup::All, 0..2)]);
+        assert_eq!(layer_groups(1), vec![(LayerGroup::All, 0..1)]);
+    }
+
+    #[test]
+    fn zero_rows_stay_zero_when_normalised() {
+        let mut a = ndarray::array![[1.0f32, 3.0], [0.0, 0.0]];
+        normalise_rows(&mut a);
+        assert_eq!(a, ndarray::array![[0.25f32, 0.75], [0.0, 0.0]]);
+    }
+}

@@ -360,79 +360,7 @@ pub const RESULTS_FIGURES: &[ResultsBuilder] = &[
 
 /// RH-AUC panels, one per model sweep.
 pub fn rhauc_figure(groups: &[MetricsGroup]) -> ChartFigure {
-    let mut panels = Vec::new();
-    for g in groups {
-        let color = series_color(g.color);
-        let raw: Vec<(f64, f64, Option<f64>)> = g
-            .rows
-            .iter()
-            .filter_map(|r| Some((r.reasoning?, r.perception?, r.setting_value)))
-            .collect();
-        let pts: Vec<(f64, f64)> = raw.iter().map(|p| (p.0, p.1)).collect();
-        let mut panel = ChartPanel {
-            x_label: "Reasoning accuracy (min–max normalised)".into(),
-            y_label: "Perception accuracy (normalised)".into(),
-            x_range: Some((-0.05, 1.08)),
-            y_range: Some((-0.05, 1.1)),
-            ..Default::default()
-        };
-        match normalised_points(&pts) {
-            Ok(norm) => {
-                let auc = trapezoid(&norm);
-                panel.title = format!("{} — RH-AUC {:.3}", g.label, auc);
-                panel.fills.push(Fill {
-                    points: norm.clone(),
-                    baseline: 0.0,
-                    color,
-                    alpha: 0.3,
-                    label: String::new(),
-                });
-                // PCHIP needs increasing x: average perception over equal reasoning values.
-                let mut xs: Vec<f64> = Vec::new();
-                let mut ys: Vec<Vec<f64>> = Vec::new();
-                for &(x, y) in &norm {
-                    if xs.last() == Some(&x) {
-                        ys.last_mut().expect("pushed with xs").push(y);
-                    } else {
-                        xs.push(x);
-                        ys.push(vec![y]);
-                    }
-                }
-                let ym: Vec<f64> = ys
-                    .iter()
-                    .map(|v| v.iter().sum::<f64>() / v.len() as f64)
-                    .collect();
-                if let Ok(p) = Pchip::new(&xs, &ym) {
-                    panel
-                        .series
-                        .push(Series::new("", color, p.sample(150)).hidden());
-                }
-                panel.series.push(
-                    Series::new("", color, norm.clone())
-                        .kind(SeriesKind::Markers)
-                        .hidden(),
-                );
-                // Label each point with its setting value.
-                let (rmin, rmax) = min_max(pts.iter().map(|p| p.0));
-                let (hmin, hmax) = min_max(pts.iter().map(|p| p.1));
-                for &(r, h, v) in &raw {
-                    if let Some(v) = v {
-                        panel.annotations.push(Annotation {
-                            x: (r - rmin) / (rmax - rmin),
-                            y: (h - hmin) / (hmax - hmin),
-                            text: short_value(v),
-                            color: MUTED,
-                        });
-                    }
-                }
-            }
-            Err(why) => {
-                panel.title = format!("{} — RH-AUC undefined", g.label);
-                panel.empty_note = Some(format!("RH-AUC undefined: {why}"));
-            }
-        }
-        panels.push(panel);
-    }
+    let panels = groups.iter().map(rhauc_panel).collect();
     let n_models = groups.len();
     ChartFigure {
         title: "RH-AUC: perception vs reasoning across reasoning lengths".into(),
@@ -448,6 +376,81 @@ pub fn rhauc_figure(groups: &[MetricsGroup]) -> ChartFigure {
             LegendEntry::new("area = RH-AUC", MUTED, Swatch::Box),
         ],
     }
+}
+
+/// One model sweep's RH-AUC panel: the normalised points, their PCHIP curve and the area, or
+/// why RH-AUC is undefined.
+fn rhauc_panel(g: &MetricsGroup) -> ChartPanel {
+    let color = series_color(g.color);
+    let raw: Vec<(f64, f64, Option<f64>)> = g
+        .rows
+        .iter()
+        .filter_map(|r| Some((r.reasoning?, r.perception?, r.setting_value)))
+        .collect();
+    let pts: Vec<(f64, f64)> = raw.iter().map(|p| (p.0, p.1)).collect();
+    let mut panel = ChartPanel {
+        x_label: "Reasoning accuracy (min–max normalised)".into(),
+        y_label: "Perception accuracy (normalised)".into(),
+        x_range: Some((-0.05, 1.08)),
+        y_range: Some((-0.05, 1.1)),
+        ..Default::default()
+    };
+    match normalised_points(&pts) {
+        Ok(norm) => {
+            let auc = trapezoid(&norm);
+            panel.title = format!("{} — RH-AUC {:.3}", g.label, auc);
+            panel.fills.push(Fill {
+                points: norm.clone(),
+                baseline: 0.0,
+                color,
+                alpha: 0.3,
+                label: String::new(),
+            });
+            // PCHIP needs increasing x: average perception over equal reasoning values.
+            let mut xs: Vec<f64> = Vec::new();
+            let mut ys: Vec<Vec<f64>> = Vec::new();
+            for &(x, y) in &norm {
+                if xs.last() == Some(&x) {
+                    ys.last_mut().expect("pushed with xs").push(y);
+                } else {
+                    xs.push(x);
+                    ys.push(vec![y]);
+                }
+            }
+            let ym: Vec<f64> = ys
+                .iter()
+                .map(|v| v.iter().sum::<f64>() / v.len() as f64)
+                .collect();
+            if let Ok(p) = Pchip::new(&xs, &ym) {
+                panel
+                    .series
+                    .push(Series::new("", color, p.sample(150)).hidden());
+            }
+            panel.series.push(
+                Series::new("", color, norm.clone())
+                    .kind(SeriesKind::Markers)
+                    .hidden(),
+            );
+            // Label each point with its setting value.
+            let (rmin, rmax) = min_max(pts.iter().map(|p| p.0));
+            let (hmin, hmax) = min_max(pts.iter().map(|p| p.1));
+            for &(r, h, v) in &raw {
+                if let Some(v) = v {
+                    panel.annotations.push(Annotation {
+                        x: (r - rmin) / (rmax - rmin),
+                        y: (h - hmin) / (hmax - hmin),
+                        text: short_value(v),
+                        color: MUTED,
+                    });
+                }
+            }
+        }
+        Err(why) => {
+            panel.title = format!("{} — RH-AUC undefined", g.label);
+            panel.empty_note = Some(format!("RH-AUC undefined: {why}"));
+        }
+    }
+    panel
 }
 
 /// Accuracy against reasoning length, per task, one line per model sweep.
