@@ -7,9 +7,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use render_support::{arrays, meta, write_trace, Spec};
+use rhlens::formats::shares::mean_role_shares;
 use rhlens::formats::trace::{
-    mean_role_shares, EventKind, Trace, TraceError, TraceMeta, TraceWriter, ATTENTION_FILE,
-    TRACE_JSON,
+    EventKind, Trace, TraceError, TraceMeta, TraceWriter, ATTENTION_FILE, TRACE_JSON,
 };
 
 fn fixture(name: &str) -> PathBuf {

@@ -178,17 +178,20 @@ fn check_points(points: &[(f64, f64)]) -> Result<(Range, Range), RhAucError> {
 pub fn rh_auc(points: &[(f64, f64)]) -> Result<RhAuc, RhAucError> {
     let ((rmin, rmax), _) = check_points(points)?;
     let norm = normalized_curve(points)?;
-    let trapezoid = |v: &[(f64, f64)]| {
-        v.windows(2)
-            .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
-            .sum::<f64>()
-    };
     let raw = sorted_points(points);
     Ok(RhAuc {
         rh_auc: trapezoid(&norm),
         unnormalized: trapezoid(&raw) / (rmax - rmin),
         n_points: points.len(),
     })
+}
+
+/// Trapezoid-rule area under points sorted by x (points with equal x add no area).
+pub fn trapezoid(points: &[(f64, f64)]) -> f64 {
+    points
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
+        .sum::<f64>()
 }
 
 /// The min-max normalised points in integration order (for drawing the RH-AUC curve).

@@ -1,7 +1,7 @@
 //! `rhlens figures`: draw every figure the given traces, sweep and metrics files allow.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args, ValueEnum};
@@ -239,20 +239,28 @@ pub fn run(args: FiguresArgs) -> Result<()> {
             "notes": all.notes,
         });
         println!("{v}");
-    } else if !args.quiet {
-        for n in &all.notes {
-            eprintln!("note: {n}");
-        }
-        for f in &all.files {
-            println!("{}", f.display());
-        }
-        eprintln!(
-            "wrote {} figure files to {}",
-            all.files.len(),
-            args.out.display()
-        );
+    } else {
+        report(&all, &args.out, args.quiet);
     }
     Ok(())
+}
+
+/// Tells the user what was drawn into `out`: notes and the figure files (nothing when quiet).
+pub fn report(drawn: &Rendered, out: &Path, quiet: bool) {
+    if quiet {
+        return;
+    }
+    for n in &drawn.notes {
+        eprintln!("note: {n}");
+    }
+    for f in &drawn.files {
+        println!("{}", f.display());
+    }
+    eprintln!(
+        "wrote {} figure files to {}",
+        drawn.files.len(),
+        out.display()
+    );
 }
 
 fn merge(all: &mut Rendered, r: Rendered) {

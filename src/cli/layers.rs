@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::common::ModelArgs;
 use super::progress::bar;
+use crate::formats::shares::normalise_rows;
 use crate::formats::ROLE_NAMES;
 use crate::fsutil::write_atomic;
 use crate::probe::prompt_allocation;
@@ -152,12 +153,7 @@ pub fn run(args: LayersArgs) -> Result<()> {
     let views: Vec<_> = rows.iter().map(|a| a.view()).collect();
     let per_sample: Array3<f32> = ndarray::stack(Axis(0), &views)?;
     let mut mean = per_sample.mean_axis(Axis(0)).context("empty")?;
-    for mut row in mean.rows_mut() {
-        let t: f32 = row.sum();
-        if t > 0.0 {
-            row /= t;
-        }
-    }
+    normalise_rows(&mut mean);
     // table
     let mut csv = String::from("layer,system,visual,instruction\n");
     for l in 0..layers {

@@ -6,7 +6,6 @@ pub mod doctor;
 pub mod dump;
 pub mod eval;
 pub mod figures;
-pub mod figures_hook;
 pub mod generate;
 pub mod layers;
 pub mod progress;

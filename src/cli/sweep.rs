@@ -7,6 +7,7 @@ use clap::Args;
 use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs};
 use super::progress::bar;
 use super::trace::ProbeArgs;
+use crate::render::{render_sweep, RenderOptions};
 use crate::settings::SweepArgs;
 use crate::sweep::{run_sweep, SweepRequest};
 
@@ -78,8 +79,8 @@ pub fn run(args: SweepCmd) -> Result<()> {
             println!(
                 "{:<16} {:>6} {:>8} {:>7.1}% {:>7.1}% {:>7.1}%  {}",
                 r.setting,
-                r.sample,
-                r.think_tokens,
+                r.sample.map(|s| s.to_string()).unwrap_or_default(),
+                r.think_tokens.map(|t| t.to_string()).unwrap_or_default(),
                 100.0 * r.visual_share,
                 100.0 * r.instruction_share,
                 100.0 * r.reasoning_share,
@@ -95,7 +96,9 @@ pub fn run(args: SweepCmd) -> Result<()> {
         args.out.join("summary.csv").display()
     );
     if !args.no_figures {
-        super::figures_hook::sweep_figures(&args.out, args.quiet)?;
+        let figures = args.out.join("figures");
+        let drawn = render_sweep(&args.out, &figures, &RenderOptions::default(), false)?;
+        super::figures::report(&drawn, &figures, args.quiet);
     }
     Ok(())
 }

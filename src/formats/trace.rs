@@ -786,29 +786,3 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), TraceError> 
         source: e.source,
     })
 }
-
-/// Mean over steps of `role_attention`, renormalised per layer: `[layers, roles]` shares.
-/// Layers whose total mass is zero stay zero.
-pub fn mean_role_shares(role_attention: &Array3<f32>) -> Array2<f64> {
-    let (steps, layers, roles) = role_attention.dim();
-    let mut out = Array2::<f64>::zeros((layers, roles));
-    for s in 0..steps {
-        for l in 0..layers {
-            for r in 0..roles {
-                out[[l, r]] += role_attention[[s, l, r]] as f64;
-            }
-        }
-    }
-    normalise_rows(&mut out);
-    out
-}
-
-/// Renormalises every row of a `[rows, roles]` matrix to sum to one (zero rows stay zero).
-pub fn normalise_rows(a: &mut Array2<f64>) {
-    for mut row in a.rows_mut() {
-        let total: f64 = row.iter().sum();
-        if total > 0.0 {
-            row.mapv_inplace(|v| v / total);
-        }
-    }
-}

@@ -418,12 +418,8 @@ fn dashed_segments(a: (f64, f64), b: (f64, f64), parts: usize) -> Vec<Vec<(f64, 
     out
 }
 
-fn draw_chart_panel<DB: DrawingBackend>(
-    cell: &DrawingArea<DB, Shift>,
-    st: &Style,
-    p: &ChartPanel,
-) -> Result<()> {
-    let area = panel_title(cell, st, &p.title)?;
+/// Axis ranges of a panel: the given ones, else the data range with a margin.
+fn panel_ranges(p: &ChartPanel) -> ((f64, f64), (f64, f64)) {
     let xs = p
         .series
         .iter()
@@ -441,6 +437,16 @@ fn draw_chart_panel<DB: DrawingBackend>(
     let y = p
         .y_range
         .unwrap_or_else(|| padded(data_range(ys).unwrap_or((0.0, 1.0)), 0.06));
+    (x, y)
+}
+
+fn draw_chart_panel<DB: DrawingBackend>(
+    cell: &DrawingArea<DB, Shift>,
+    st: &Style,
+    p: &ChartPanel,
+) -> Result<()> {
+    let area = panel_title(cell, st, &p.title)?;
+    let (x, y) = panel_ranges(p);
     let (w, h) = area.dim_in_pixel();
     let ax = axes(
         x,
@@ -451,7 +457,6 @@ fn draw_chart_panel<DB: DrawingBackend>(
         p.x_integer,
     );
     let mut chart = build_chart(&area, st, &ax, &p.x_label, &p.y_label)?;
-    let lw = st.line_width();
     for f in &p.fills {
         chart
             .draw_series(AreaSeries::new(
@@ -462,70 +467,101 @@ fn draw_chart_panel<DB: DrawingBackend>(
             .draw_ctx()?;
     }
     for v in &p.vlines {
-        let style = ShapeStyle::from(&v.color).stroke_width(st.upx(1.5));
-        let (a, b) = ((v.x, y.0), (v.x, y.1));
-        match v.swatch {
-            Swatch::Dashed | Swatch::Dotted => {
-                let h_px = h as f64;
-                let dash = if v.swatch == Swatch::Dashed {
-                    11.0
-                } else {
-                    5.0
-                };
-                let parts = (h_px / st.px(dash) as f64).round().max(2.0) as usize;
-                for seg in dashed_segments(a, b, parts) {
-                    chart
-                        .draw_series(std::iter::once(PathElement::new(seg, style)))
-                        .draw_ctx()?;
-                }
-            }
-            _ => {
-                chart
-                    .draw_series(std::iter::once(PathElement::new(vec![a, b], style)))
-                    .draw_ctx()?;
-            }
-        }
+        draw_vline(&mut chart, st, v, y, h)?;
     }
     for s in &p.series {
-        let style = ShapeStyle::from(&s.color).stroke_width(lw);
-        match s.kind {
-            SeriesKind::Line | SeriesKind::LineMarkers => {
+        draw_series(&mut chart, st, s)?;
+    }
+    draw_annotations(&mut chart, st, &p.annotations)?;
+    if let Some(note) = &p.empty_note {
+        draw_empty_note(&area, &chart, st, note)?;
+    }
+    Ok(())
+}
+
+/// A vertical line over the whole y range `y` of a chart `h` pixels high.
+fn draw_vline<DB: DrawingBackend>(
+    chart: &mut Chart<DB>,
+    st: &Style,
+    v: &VLine,
+    y: (f64, f64),
+    h: u32,
+) -> Result<()> {
+    let style = ShapeStyle::from(&v.color).stroke_width(st.upx(1.5));
+    let (a, b) = ((v.x, y.0), (v.x, y.1));
+    match v.swatch {
+        Swatch::Dashed | Swatch::Dotted => {
+            let h_px = h as f64;
+            let dash = if v.swatch == Swatch::Dashed {
+                11.0
+            } else {
+                5.0
+            };
+            let parts = (h_px / st.px(dash) as f64).round().max(2.0) as usize;
+            for seg in dashed_segments(a, b, parts) {
                 chart
-                    .draw_series(LineSeries::new(s.points.iter().copied(), style))
+                    .draw_series(std::iter::once(PathElement::new(seg, style)))
                     .draw_ctx()?;
             }
-            SeriesKind::Dashed => {
-                chart
-                    .draw_series(DashedLineSeries::new(
-                        s.points.iter().copied(),
-                        st.px(8.0),
-                        st.px(5.0),
-                        style,
-                    ))
-                    .draw_ctx()?;
-            }
-            SeriesKind::Markers => {}
         }
-        if matches!(s.kind, SeriesKind::Markers | SeriesKind::LineMarkers) {
-            let r = st.px(4.5);
+        _ => {
             chart
-                .draw_series(
-                    s.points
-                        .iter()
-                        .map(|&q| Circle::new(q, r, s.color.filled())),
-                )
-                .draw_ctx()?;
-            chart
-                .draw_series(
-                    s.points
-                        .iter()
-                        .map(|&q| Circle::new(q, r, ShapeStyle::from(&WHITE).stroke_width(1))),
-                )
+                .draw_series(std::iter::once(PathElement::new(vec![a, b], style)))
                 .draw_ctx()?;
         }
     }
+    Ok(())
+}
+
+/// A series as a line (solid or dashed) and/or markers.
+fn draw_series<DB: DrawingBackend>(chart: &mut Chart<DB>, st: &Style, s: &Series) -> Result<()> {
+    let style = ShapeStyle::from(&s.color).stroke_width(st.line_width());
+    match s.kind {
+        SeriesKind::Line | SeriesKind::LineMarkers => {
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), style))
+                .draw_ctx()?;
+        }
+        SeriesKind::Dashed => {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    s.points.iter().copied(),
+                    st.px(8.0),
+                    st.px(5.0),
+                    style,
+                ))
+                .draw_ctx()?;
+        }
+        SeriesKind::Markers => {}
+    }
+    if matches!(s.kind, SeriesKind::Markers | SeriesKind::LineMarkers) {
+        let r = st.px(4.5);
+        chart
+            .draw_series(
+                s.points
+                    .iter()
+                    .map(|&q| Circle::new(q, r, s.color.filled())),
+            )
+            .draw_ctx()?;
+        chart
+            .draw_series(
+                s.points
+                    .iter()
+                    .map(|&q| Circle::new(q, r, ShapeStyle::from(&WHITE).stroke_width(1))),
+            )
+            .draw_ctx()?;
+    }
+    Ok(())
+}
+
+/// Text labels up and to the right of their points.
+fn draw_annotations<DB: DrawingBackend>(
+    chart: &mut Chart<DB>,
+    st: &Style,
+    annotations: &[Annotation],
+) -> Result<()> {
     let label_style = st.font(14.0);
-    for a in &p.annotations {
+    for a in annotations {
         let style = super::draw::colored(&label_style, a.color);
         let dx = st.px(7.0);
         let dy = -st.px(7.0);
@@ -543,26 +579,34 @@ fn draw_chart_panel<DB: DrawingBackend>(
             ))
             .draw_ctx()?;
     }
-    if let Some(note) = &p.empty_note {
-        let plot = chart.plotting_area();
-        let (pw, ph) = plot.dim_in_pixel();
-        let style = st.font(14.0);
-        let (bx, by) = plot.get_base_pixel();
-        let (ax0, ay0) = area.get_base_pixel();
-        let lines = super::draw::wrap_text(note, &style, pw as i32 - st.px(20.0), 3);
-        for (i, line) in lines.iter().enumerate() {
-            text(
-                &area,
-                line,
-                (
-                    bx - ax0 + pw as i32 / 2,
-                    by - ay0 + ph as i32 / 2 + st.px(20.0) * (i as i32 - lines.len() as i32 / 2),
-                ),
-                &style,
-                HPos::Center,
-                VPos::Center,
-            )?;
-        }
+    Ok(())
+}
+
+/// A note in the middle of the plotting area of an empty panel (up to three lines).
+fn draw_empty_note<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    chart: &Chart<DB>,
+    st: &Style,
+    note: &str,
+) -> Result<()> {
+    let plot = chart.plotting_area();
+    let (pw, ph) = plot.dim_in_pixel();
+    let style = st.font(14.0);
+    let (bx, by) = plot.get_base_pixel();
+    let (ax0, ay0) = area.get_base_pixel();
+    let lines = super::draw::wrap_text(note, &style, pw as i32 - st.px(20.0), 3);
+    for (i, line) in lines.iter().enumerate() {
+        text(
+            area,
+            line,
+            (
+                bx - ax0 + pw as i32 / 2,
+                by - ay0 + ph as i32 / 2 + st.px(20.0) * (i as i32 - lines.len() as i32 / 2),
+            ),
+            &style,
+            HPos::Center,
+            VPos::Center,
+        )?;
     }
     Ok(())
 }

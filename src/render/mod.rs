@@ -5,6 +5,10 @@
 //! given), [`render_sweep`] and [`render_results`]. Each returns the files written and notes
 //! for the user (for example an image that could not be found).
 //!
+//! Every figure is a named builder listed in its source's table:
+//! [`trace_figures::TRACE_FIGURES`], [`trace_figures::COMPARISON_FIGURES`],
+//! [`sweep::SWEEP_FIGURES`] and [`results::RESULTS_FIGURES`]; [`figure::draw_table`] saves them.
+//!
 //! Layout of the output directory:
 //! - `LABEL/…` for each trace: `layers_grid`, `layers_grid_overlay`, `layer_ranges`, `windows`,
 //!   `vision_blocks`, `allocation_prompt`, `allocation_generation`, `visual_share_by_layer`,
@@ -16,6 +20,7 @@
 pub mod charts;
 pub mod colormap;
 pub mod draw;
+pub mod figure;
 pub mod maps;
 pub mod output;
 pub mod overlay;
@@ -23,6 +28,7 @@ pub mod pchip;
 pub mod results;
 pub mod style;
 pub mod sweep;
+pub mod trace_figures;
 pub mod traces;
 
 use std::collections::BTreeSet;
@@ -34,10 +40,13 @@ use anyhow::{bail, Context, Result};
 
 use crate::formats::trace::{Trace, TraceMeta};
 pub use colormap::Colormap;
+use figure::draw_table;
 pub use maps::ColorScale;
 pub use output::Canvas;
 pub use overlay::Upsample;
 pub use results::{rh_auc, LengthAxis, MetricsRow, RhAucUndefined};
+use trace_figures::{COMPARISON_FIGURES, TRACE_FIGURES};
+use traces::{TraceView, Traces};
 
 /// A set of decoder layers, e.g. `0,4,8-12` (ranges inclusive).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,15 +222,31 @@ pub fn render_traces(
     let mut done = Rendered::default();
     let mut views = Vec::new();
     for (label, t) in traces {
-        views.push(traces::TraceView::new(t, label, opts, &mut done.notes)?);
+        views.push(TraceView::new(t, label, opts, &mut done.notes)?);
     }
-    for v in &views {
-        traces::render_one(v, &out.join(sweep::slug(&v.label)), opts, &mut done)?;
-    }
+    draw_each_trace(&views, out, opts, &mut done)?;
     if views.len() > 1 {
-        traces::render_compare(&views, out, opts, &mut done)?;
+        let all = Traces { views: &views };
+        draw_table(COMPARISON_FIGURES, &all, out, opts, &mut done)?;
     }
     Ok(done.dedup_notes())
+}
+
+/// Each trace's own figures (a comparison of one) into `out/LABEL/`.
+fn draw_each_trace(
+    views: &[TraceView],
+    out: &Path,
+    opts: &RenderOptions,
+    done: &mut Rendered,
+) -> Result<()> {
+    for v in views {
+        let one = Traces {
+            views: std::slice::from_ref(v),
+        };
+        let dir = out.join(sweep::slug(&v.label));
+        draw_table(TRACE_FIGURES, &one, &dir, opts, done)?;
+    }
+    Ok(())
 }
 
 /// A sweep's figures into `out/` and each setting's trace figures into `out/SETTING/`.
@@ -232,19 +257,18 @@ pub fn render_sweep(
     allow_partial: bool,
 ) -> Result<Rendered> {
     opts.check()?;
-    let sw = sweep::Sweep::read(dir, allow_partial)?;
+    let run = sweep::SweepRun::read(dir, allow_partial)?;
     let mut done = Rendered {
-        notes: sw.skipped.clone(),
+        notes: run.skipped.clone(),
         ..Default::default()
     };
     let mut views = Vec::new();
-    for (label, t) in sw.row_labels().iter().zip(&sw.traces) {
-        views.push(traces::TraceView::new(t, label, opts, &mut done.notes)?);
+    for (label, t) in run.row_labels().iter().zip(&run.traces) {
+        views.push(TraceView::new(t, label, opts, &mut done.notes)?);
     }
-    sweep::render_sweep_figures(&sw, &views, out, opts, &mut done)?;
-    for v in &views {
-        traces::render_one(v, &out.join(sweep::slug(&v.label)), opts, &mut done)?;
-    }
+    let figures = sweep::SweepFigures::new(&run, &views, opts);
+    draw_table(sweep::SWEEP_FIGURES, &figures, out, opts, &mut done)?;
+    draw_each_trace(&views, out, opts, &mut done)?;
     Ok(done.dedup_notes())
 }
 
@@ -256,22 +280,7 @@ pub fn render_results(rows: &[MetricsRow], out: &Path, opts: &RenderOptions) -> 
     }
     let groups = results::group_metrics(rows);
     let mut done = Rendered::default();
-    let canvas = &opts.canvas;
-    done.files.extend(output::save(
-        &results::rhauc_figure(&groups),
-        &out.join("rhauc"),
-        canvas,
-    )?);
-    done.files.extend(output::save(
-        &results::accuracy_vs_length_figure(&groups, opts.length_axis),
-        &out.join("accuracy_vs_length"),
-        canvas,
-    )?);
-    done.files.extend(output::save(
-        &results::reasoning_vs_perception_figure(&groups),
-        &out.join("reasoning_vs_perception"),
-        canvas,
-    )?);
+    draw_table(results::RESULTS_FIGURES, &groups[..], out, opts, &mut done)?;
     for g in &groups {
         if let Err(why) = rh_auc(&results::group_points(g)) {
             done.notes

@@ -17,8 +17,12 @@ use serde::{Deserialize, Serialize};
 
 use super::charts::{Annotation, ChartFigure, ChartPanel, Fill, Series, SeriesKind};
 use super::draw::{LegendEntry, Swatch};
+use super::figure::Named;
 use super::pchip::Pchip;
 use super::style::{series_color, MUTED};
+use super::RenderOptions;
+pub use crate::bench::metrics::trapezoid;
+use crate::bench::metrics::{self, RhAucError};
 
 /// One row of a metrics file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,7 +180,8 @@ pub fn parse_metrics_csv(text: &str) -> Result<Vec<MetricsRow>> {
     Ok(rows)
 }
 
-/// Why RH-AUC has no value.
+/// Why RH-AUC has no value, in the short words of figure titles and notes (the reasons of
+/// [`metrics::RhAucError`], which computes it).
 #[derive(Debug, Clone, PartialEq)]
 pub enum RhAucUndefined {
     /// Fewer than two settings with both accuracies.
@@ -187,6 +192,17 @@ pub enum RhAucUndefined {
     ConstantPerception,
     /// An accuracy is NaN or infinite.
     NotFinite,
+}
+
+impl From<RhAucError> for RhAucUndefined {
+    fn from(e: RhAucError) -> Self {
+        match e {
+            RhAucError::TooFewPoints(n) => RhAucUndefined::TooFewSettings(n),
+            RhAucError::FlatReasoning(_) => RhAucUndefined::ConstantReasoning,
+            RhAucError::FlatPerception(_) => RhAucUndefined::ConstantPerception,
+            RhAucError::NotFinite(_) => RhAucUndefined::NotFinite,
+        }
+    }
 }
 
 impl fmt::Display for RhAucUndefined {
@@ -204,48 +220,24 @@ impl fmt::Display for RhAucUndefined {
     }
 }
 
-/// Min–max normalised (reasoning, perception) points sorted by reasoning (ties by perception).
+/// Min–max normalised (reasoning, perception) points sorted by reasoning (ties by perception):
+/// [`metrics::normalized_curve`].
 pub fn normalised_points(points: &[(f64, f64)]) -> Result<Vec<(f64, f64)>, RhAucUndefined> {
-    if points.len() < 2 {
-        return Err(RhAucUndefined::TooFewSettings(points.len()));
-    }
-    if points.iter().any(|(r, h)| !r.is_finite() || !h.is_finite()) {
-        return Err(RhAucUndefined::NotFinite);
-    }
-    let (rmin, rmax) = min_max(points.iter().map(|p| p.0));
-    let (hmin, hmax) = min_max(points.iter().map(|p| p.1));
-    if rmax <= rmin {
-        return Err(RhAucUndefined::ConstantReasoning);
-    }
-    if hmax <= hmin {
-        return Err(RhAucUndefined::ConstantPerception);
-    }
-    let mut out: Vec<(f64, f64)> = points
-        .iter()
-        .map(|&(r, h)| ((r - rmin) / (rmax - rmin), (h - hmin) / (hmax - hmin)))
-        .collect();
-    out.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    Ok(out)
+    metrics::normalized_curve(points).map_err(RhAucUndefined::from)
+}
+
+/// RH-AUC of (reasoning accuracy, perception accuracy) points, one per setting:
+/// [`metrics::rh_auc`].
+pub fn rh_auc(points: &[(f64, f64)]) -> Result<f64, RhAucUndefined> {
+    metrics::rh_auc(points)
+        .map(|v| v.rh_auc)
+        .map_err(RhAucUndefined::from)
 }
 
 fn min_max(v: impl Iterator<Item = f64>) -> (f64, f64) {
     v.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
         (lo.min(x), hi.max(x))
     })
-}
-
-/// Trapezoid area under sorted points.
-pub fn trapezoid(points: &[(f64, f64)]) -> f64 {
-    points
-        .windows(2)
-        .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
-        .sum()
-}
-
-/// RH-AUC of (reasoning accuracy, perception accuracy) points, one per setting: both
-/// min–max normalised, sorted by reasoning, trapezoid area of perception over reasoning.
-pub fn rh_auc(points: &[(f64, f64)]) -> Result<f64, RhAucUndefined> {
-    normalised_points(points).map(|p| trapezoid(&p))
 }
 
 /// Rows of one model's sweep.
@@ -348,81 +340,27 @@ fn short_value(v: f64) -> String {
     }
 }
 
+/// A builder of figures from metrics rows grouped by model sweep.
+pub type ResultsBuilder = fn(&[MetricsGroup], &RenderOptions) -> Vec<Named>;
+
+/// Figures of metrics files, in the order they are written.
+pub const RESULTS_FIGURES: &[ResultsBuilder] = &[
+    |g, _| vec![Named::new("rhauc", rhauc_figure(g))],
+    |g, opts| {
+        let fig = accuracy_vs_length_figure(g, opts.length_axis);
+        vec![Named::new("accuracy_vs_length", fig)]
+    },
+    |g, _| {
+        vec![Named::new(
+            "reasoning_vs_perception",
+            reasoning_vs_perception_figure(g),
+        )]
+    },
+];
+
 /// RH-AUC panels, one per model sweep.
 pub fn rhauc_figure(groups: &[MetricsGroup]) -> ChartFigure {
-    let mut panels = Vec::new();
-    for g in groups {
-        let color = series_color(g.color);
-        let raw: Vec<(f64, f64, Option<f64>)> = g
-            .rows
-            .iter()
-            .filter_map(|r| Some((r.reasoning?, r.perception?, r.setting_value)))
-            .collect();
-        let pts: Vec<(f64, f64)> = raw.iter().map(|p| (p.0, p.1)).collect();
-        let mut panel = ChartPanel {
-            x_label: "Reasoning accuracy (min–max normalised)".into(),
-            y_label: "Perception accuracy (normalised)".into(),
-            x_range: Some((-0.05, 1.08)),
-            y_range: Some((-0.05, 1.1)),
-            ..Default::default()
-        };
-        match normalised_points(&pts) {
-            Ok(norm) => {
-                let auc = trapezoid(&norm);
-                panel.title = format!("{} — RH-AUC {:.3}", g.label, auc);
-                panel.fills.push(Fill {
-                    points: norm.clone(),
-                    baseline: 0.0,
-                    color,
-                    alpha: 0.3,
-                    label: String::new(),
-                });
-                // PCHIP needs increasing x: average perception over equal reasoning values.
-                let mut xs: Vec<f64> = Vec::new();
-                let mut ys: Vec<Vec<f64>> = Vec::new();
-                for &(x, y) in &norm {
-                    if xs.last() == Some(&x) {
-                        ys.last_mut().expect("pushed with xs").push(y);
-                    } else {
-                        xs.push(x);
-                        ys.push(vec![y]);
-                    }
-                }
-                let ym: Vec<f64> = ys
-                    .iter()
-                    .map(|v| v.iter().sum::<f64>() / v.len() as f64)
-                    .collect();
-                if let Ok(p) = Pchip::new(&xs, &ym) {
-                    panel
-                        .series
-                        .push(Series::new("", color, p.sample(150)).hidden());
-                }
-                panel.series.push(
-                    Series::new("", color, norm.clone())
-                        .kind(SeriesKind::Markers)
-                        .hidden(),
-                );
-                // Label each point with its setting value.
-                let (rmin, rmax) = min_max(pts.iter().map(|p| p.0));
-                let (hmin, hmax) = min_max(pts.iter().map(|p| p.1));
-                for &(r, h, v) in &raw {
-                    if let Some(v) = v {
-                        panel.annotations.push(Annotation {
-                            x: (r - rmin) / (rmax - rmin),
-                            y: (h - hmin) / (hmax - hmin),
-                            text: short_value(v),
-                            color: MUTED,
-                        });
-                    }
-                }
-            }
-            Err(why) => {
-                panel.title = format!("{} — RH-AUC undefined", g.label);
-                panel.empty_note = Some(format!("RH-AUC undefined: {why}"));
-            }
-        }
-        panels.push(panel);
-    }
+    let panels = groups.iter().map(rhauc_panel).collect();
     let n_models = groups.len();
     ChartFigure {
         title: "RH-AUC: perception vs reasoning across reasoning lengths".into(),
@@ -438,6 +376,81 @@ pub fn rhauc_figure(groups: &[MetricsGroup]) -> ChartFigure {
             LegendEntry::new("area = RH-AUC", MUTED, Swatch::Box),
         ],
     }
+}
+
+/// One model sweep's RH-AUC panel: the normalised points, their PCHIP curve and the area, or
+/// why RH-AUC is undefined.
+fn rhauc_panel(g: &MetricsGroup) -> ChartPanel {
+    let color = series_color(g.color);
+    let raw: Vec<(f64, f64, Option<f64>)> = g
+        .rows
+        .iter()
+        .filter_map(|r| Some((r.reasoning?, r.perception?, r.setting_value)))
+        .collect();
+    let pts: Vec<(f64, f64)> = raw.iter().map(|p| (p.0, p.1)).collect();
+    let mut panel = ChartPanel {
+        x_label: "Reasoning accuracy (min–max normalised)".into(),
+        y_label: "Perception accuracy (normalised)".into(),
+        x_range: Some((-0.05, 1.08)),
+        y_range: Some((-0.05, 1.1)),
+        ..Default::default()
+    };
+    match normalised_points(&pts) {
+        Ok(norm) => {
+            let auc = trapezoid(&norm);
+            panel.title = format!("{} — RH-AUC {:.3}", g.label, auc);
+            panel.fills.push(Fill {
+                points: norm.clone(),
+                baseline: 0.0,
+                color,
+                alpha: 0.3,
+                label: String::new(),
+            });
+            // PCHIP needs increasing x: average perception over equal reasoning values.
+            let mut xs: Vec<f64> = Vec::new();
+            let mut ys: Vec<Vec<f64>> = Vec::new();
+            for &(x, y) in &norm {
+                if xs.last() == Some(&x) {
+                    ys.last_mut().expect("pushed with xs").push(y);
+                } else {
+                    xs.push(x);
+                    ys.push(vec![y]);
+                }
+            }
+            let ym: Vec<f64> = ys
+                .iter()
+                .map(|v| v.iter().sum::<f64>() / v.len() as f64)
+                .collect();
+            if let Ok(p) = Pchip::new(&xs, &ym) {
+                panel
+                    .series
+                    .push(Series::new("", color, p.sample(150)).hidden());
+            }
+            panel.series.push(
+                Series::new("", color, norm.clone())
+                    .kind(SeriesKind::Markers)
+                    .hidden(),
+            );
+            // Label each point with its setting value.
+            let (rmin, rmax) = min_max(pts.iter().map(|p| p.0));
+            let (hmin, hmax) = min_max(pts.iter().map(|p| p.1));
+            for &(r, h, v) in &raw {
+                if let Some(v) = v {
+                    panel.annotations.push(Annotation {
+                        x: (r - rmin) / (rmax - rmin),
+                        y: (h - hmin) / (hmax - hmin),
+                        text: short_value(v),
+                        color: MUTED,
+                    });
+                }
+            }
+        }
+        Err(why) => {
+            panel.title = format!("{} — RH-AUC undefined", g.label);
+            panel.empty_note = Some(format!("RH-AUC undefined: {why}"));
+        }
+    }
+    panel
 }
 
 /// Accuracy against reasoning length, per task, one line per model sweep.

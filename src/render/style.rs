@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 use anyhow::{anyhow, Result};
 use plotters::style::{FontStyle, IntoFont, RGBColor, TextStyle};
 
+use crate::formats::Role;
+
 /// Family name every text style asks for; the bundled font is registered under it.
 pub const FONT_FAMILY: &str = "sans-serif";
 
@@ -56,36 +58,44 @@ pub fn series_color(i: usize) -> RGBColor {
     OKABE_ITO[i % OKABE_ITO.len()]
 }
 
-/// Fixed colour per token role, so that every figure reads the same way.
-pub fn role_color(role: &str) -> RGBColor {
+/// Fixed colour per token role, so that every figure reads the same way; roles this build does
+/// not know (`None`) share one colour.
+pub fn role_color(role: Option<Role>) -> RGBColor {
     match role {
-        "visual" => OKABE_ITO[0],
-        "instruction" => OKABE_ITO[4],
-        "system" => RGBColor(0x99, 0x99, 0x99),
-        "reasoning" => OKABE_ITO[1],
-        "answer" => OKABE_ITO[2],
-        _ => OKABE_ITO[3],
+        Some(Role::Visual) => OKABE_ITO[0],
+        Some(Role::Instruction) => OKABE_ITO[4],
+        Some(Role::System) => RGBColor(0x99, 0x99, 0x99),
+        Some(Role::Reasoning) => OKABE_ITO[1],
+        Some(Role::Answer) => OKABE_ITO[2],
+        None => OKABE_ITO[3],
     }
 }
 
-/// Legend words for a role.
-pub fn role_label(role: &str) -> String {
-    match role {
-        "visual" => "Visual (image tokens)".into(),
-        "instruction" => "Instruction".into(),
-        "system" => "System prompt".into(),
-        "reasoning" => "Reasoning (thinking)".into(),
-        "answer" => "Answer".into(),
-        other => other.to_string(),
+/// Legend words for a role named in a file (an unknown role keeps its name).
+pub fn role_label(name: &str) -> String {
+    match Role::from_name(name) {
+        Some(Role::Visual) => "Visual (image tokens)".into(),
+        Some(Role::Instruction) => "Instruction".into(),
+        Some(Role::System) => "System prompt".into(),
+        Some(Role::Reasoning) => "Reasoning (thinking)".into(),
+        Some(Role::Answer) => "Answer".into(),
+        None => name.to_string(),
     }
 }
 
-/// Order in which roles are stacked (bottom first) and listed.
+/// Order in which the roles named in a file are stacked (bottom first) and listed: known roles
+/// first, then the others as listed.
 pub fn role_order(roles: &[String]) -> Vec<usize> {
-    let preferred = ["visual", "instruction", "reasoning", "answer", "system"];
-    let mut out: Vec<usize> = preferred
+    const STACKED: [Role; 5] = [
+        Role::Visual,
+        Role::Instruction,
+        Role::Reasoning,
+        Role::Answer,
+        Role::System,
+    ];
+    let mut out: Vec<usize> = STACKED
         .iter()
-        .filter_map(|p| roles.iter().position(|r| r == p))
+        .filter_map(|&p| roles.iter().position(|r| Role::from_name(r) == Some(p)))
         .collect();
     for i in 0..roles.len() {
         if !out.contains(&i) {

@@ -1,93 +1,26 @@
-//! A sweep directory (`rhlens sweep`): `summary.json` listing one trace per setting, and the
-//! figures drawn over all its traces.
+//! A sweep run (`rhlens sweep`): its summary (schema in [`crate::formats::sweep`]) with one
+//! trace per setting, and [`SWEEP_FIGURES`], the figures drawn over all its traces.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use plotters::style::RGBColor;
-use serde::{Deserialize, Serialize};
 
 use super::charts::{ChartFigure, ChartPanel, MatrixFigure, Series, SeriesKind, VLine};
 use super::colormap::Colormap;
 use super::draw::{LegendEntry, Swatch};
-use super::maps::{MapFigure, MapGroup, MapPanel};
-use super::output::save;
+use super::figure::Named;
+use super::maps::{MapGroup, MapPanel};
 use super::style::{ellipsize, series_color, MUTED};
-use super::traces::{
-    auto_window, generation_shares, layer_groups, layer_list, mean_rows, rolling_mean,
-    step_role_shares, TraceView,
-};
-use super::{RenderOptions, Rendered};
-use crate::formats::trace::{EventKind, Trace};
+use super::traces::{common_group_count, layer_list, map_figure, mean_rows, TraceView};
+use super::RenderOptions;
+use crate::formats::shares::LayerGroup;
+use crate::formats::sweep::SweepSummary;
+use crate::formats::trace::Trace;
 use crate::formats::Role;
 
-/// File name of a sweep's summary.
-pub const SUMMARY_FILE: &str = "summary.json";
-
-/// `summary.json` of a sweep directory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SweepSummary {
-    /// `budgets`, `waits` or `steer`.
-    pub kind: String,
-    pub rows: Vec<SweepRow>,
-}
-
-/// One setting of a sweep.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SweepRow {
-    /// Setting key, e.g. `budget=100`.
-    pub setting: String,
-    /// The number it stands for (budget, waits, steering weight).
-    pub value: f64,
-    /// Sample index when several generations were drawn per setting.
-    #[serde(default)]
-    pub sample: Option<usize>,
-    /// Trace directory, relative to the sweep directory.
-    pub trace: String,
-    #[serde(default)]
-    pub think_tokens: Option<usize>,
-    #[serde(default)]
-    pub answer: String,
-    #[serde(default)]
-    pub stop_reason: String,
-    /// Other fields, kept as they are.
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
-
-impl SweepSummary {
-    pub fn read(dir: &Path) -> Result<SweepSummary> {
-        let path = dir.join(SUMMARY_FILE);
-        if !path.is_file() {
-            bail!(
-                "{} is not a sweep directory: {SUMMARY_FILE} is missing",
-                dir.display()
-            );
-        }
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let s: SweepSummary = serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid sweep summary", path.display()))?;
-        if s.rows.is_empty() {
-            bail!("{}: the sweep lists no settings", path.display());
-        }
-        Ok(s)
-    }
-
-    /// Words for the swept quantity (axis labels).
-    pub fn value_label(&self) -> String {
-        match self.kind.as_str() {
-            "budgets" | "budget" => "Thinking budget (tokens)".into(),
-            "waits" | "wait" => "\"Wait\" insertions".into(),
-            "steer" | "steering" => "Steering weight".into(),
-            other => format!("Setting value ({other})"),
-        }
-    }
-}
-
-/// A sweep read from disk: rows sorted by value, each with its trace.
-pub struct Sweep {
+/// A sweep directory read from disk: rows sorted by value, each with its trace.
+pub struct SweepRun {
     pub dir: PathBuf,
     /// The summary, limited to the rows whose trace could be read.
     pub summary: SweepSummary,
@@ -97,10 +30,18 @@ pub struct Sweep {
     pub skipped: Vec<String>,
 }
 
-impl Sweep {
+/// One setting of a sweep and its rows (one per sample).
+pub struct Setting {
+    pub key: String,
+    pub value: f64,
+    /// Indices of the setting's rows.
+    pub rows: Vec<usize>,
+}
+
+impl SweepRun {
     /// Reads the summary and every trace it lists. A trace that cannot be read (a setting
     /// whose run failed or was interrupted) is skipped with a note; none readable is an error.
-    pub fn read(dir: &Path, allow_partial: bool) -> Result<Sweep> {
+    pub fn read(dir: &Path, allow_partial: bool) -> Result<SweepRun> {
         let mut summary = SweepSummary::read(dir)?;
         summary
             .rows
@@ -131,23 +72,25 @@ impl Sweep {
             );
         }
         summary.rows = rows;
-        Ok(Sweep {
+        Ok(SweepRun {
             dir: dir.to_path_buf(),
             summary,
             traces,
             skipped,
         })
     }
-}
 
-impl Sweep {
     /// Distinct settings in value order, each with the indices of its rows (its samples).
-    pub fn settings(&self) -> Vec<(String, f64, Vec<usize>)> {
-        let mut out: Vec<(String, f64, Vec<usize>)> = Vec::new();
+    pub fn settings(&self) -> Vec<Setting> {
+        let mut out: Vec<Setting> = Vec::new();
         for (i, r) in self.summary.rows.iter().enumerate() {
-            match out.iter_mut().find(|s| s.0 == r.setting) {
-                Some(s) => s.2.push(i),
-                None => out.push((r.setting.clone(), r.value, vec![i])),
+            match out.iter_mut().find(|s| s.key == r.setting) {
+                Some(s) => s.rows.push(i),
+                None => out.push(Setting {
+                    key: r.setting.clone(),
+                    value: r.value,
+                    rows: vec![i],
+                }),
             }
         }
         out
@@ -166,6 +109,16 @@ impl Sweep {
                 }
             })
             .collect()
+    }
+}
+
+/// Words for the swept quantity (axis labels) of a sweep kind.
+pub fn value_label(kind: &str) -> String {
+    match kind {
+        "budgets" | "budget" => "Thinking budget (tokens)".into(),
+        "waits" | "wait" => "\"Wait\" insertions".into(),
+        "steer" | "steering" => "Steering weight".into(),
+        other => format!("Setting value ({other})"),
     }
 }
 
@@ -204,51 +157,96 @@ pub fn slug(s: &str) -> String {
     }
 }
 
-/// Figures over all traces of a sweep, into `out`. `views[i]` is the trace of row `i`.
-pub fn render_sweep_figures(
-    sweep: &Sweep,
-    views: &[TraceView],
-    out: &Path,
-    opts: &RenderOptions,
-    done: &mut Rendered,
-) -> Result<()> {
-    let canvas = &opts.canvas;
-    let rows = &sweep.summary.rows;
-    let settings = sweep.settings();
-    let palette = ordered_colors(opts.colormap, settings.len());
-    // Colour of every row: that of its setting.
-    let mut colors = vec![palette[0]; rows.len()];
-    for (k, (_, _, idx)) in settings.iter().enumerate() {
-        for &i in idx {
-            colors[i] = palette[k];
+/// A sweep as a figure source: its traces (`views[i]` is the trace of row `i`) and what every
+/// sweep figure shares.
+pub struct SweepFigures<'a> {
+    pub run: &'a SweepRun,
+    pub views: &'a [TraceView<'a>],
+    pub settings: Vec<Setting>,
+    /// Colour of every row: that of its setting.
+    pub colors: Vec<RGBColor>,
+    /// Most samples of any setting.
+    pub samples: usize,
+    pub subtitles: Vec<String>,
+    /// Index of the visual role in the first trace.
+    pub visual: Option<usize>,
+}
+
+impl<'a> SweepFigures<'a> {
+    pub fn new(run: &'a SweepRun, views: &'a [TraceView<'a>], opts: &RenderOptions) -> Self {
+        let settings = run.settings();
+        let palette = ordered_colors(opts.colormap, settings.len());
+        let mut colors = vec![palette[0]; run.summary.rows.len()];
+        for (k, s) in settings.iter().enumerate() {
+            for &i in &s.rows {
+                colors[i] = palette[k];
+            }
+        }
+        let first = &views[0];
+        let samples = settings.iter().map(|s| s.rows.len()).max().unwrap_or(1);
+        let subtitles = vec![
+            first.subtitles()[0].clone(),
+            format!(
+                "sweep over {} ({} settings{}) · Q: \"{}\"",
+                run.summary.kind,
+                settings.len(),
+                if samples > 1 {
+                    format!(", up to {samples} samples each")
+                } else {
+                    String::new()
+                },
+                ellipsize(first.trace.meta.prompt.trim(), 80)
+            ),
+        ];
+        SweepFigures {
+            run,
+            views,
+            settings,
+            colors,
+            samples,
+            subtitles,
+            visual: first.trace.meta.role_index(Role::Visual),
         }
     }
-    let labels = sweep.row_labels();
-    let first = &views[0];
-    let samples = settings.iter().map(|s| s.2.len()).max().unwrap_or(1);
-    let subs = vec![
-        first.subtitles()[0].clone(),
-        format!(
-            "sweep over {} ({} settings{}) · Q: \"{}\"",
-            sweep.summary.kind,
-            settings.len(),
-            if samples > 1 {
-                format!(", up to {samples} samples each")
-            } else {
-                String::new()
-            },
-            ellipsize(first.trace.meta.prompt.trim(), 80)
-        ),
-    ];
-    let value_label = sweep.summary.value_label();
-    // per-row maps (mean of the selected layers)
-    let same_image = views.iter().all(|v| {
+
+    /// The setting key of row `i`.
+    fn setting(&self, i: usize) -> String {
+        self.run.summary.rows[i].setting.clone()
+    }
+}
+
+/// A builder of sweep figures.
+pub type SweepBuilder = for<'a> fn(&SweepFigures<'a>, &RenderOptions) -> Vec<Named>;
+
+/// Figures over all traces of a sweep, in the order they are written.
+pub const SWEEP_FIGURES: &[SweepBuilder] = &[
+    sweep_maps,
+    sweep_visual_share_by_layer,
+    sweep_visual_share_matrix,
+    sweep_shift_steps,
+    sweep_summary,
+];
+
+/// y range from 0 to a little above the highest point.
+fn y_range_to_top(series: &[Series]) -> (f64, f64) {
+    let top = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .fold(0.0, f64::max);
+    (0.0, (top * 1.12).clamp(1e-6, 1.0))
+}
+
+/// Each row's mean map of the selected layers.
+fn sweep_maps(s: &SweepFigures, opts: &RenderOptions) -> Vec<Named> {
+    let first = &s.views[0];
+    let same_image = s.views.iter().all(|v| {
         v.trace.meta.image.path == first.trace.meta.image.path
             && v.trace.meta.image.merged_grid == first.trace.meta.image.merged_grid
     });
-    let panels = views
+    let panels = s
+        .views
         .iter()
-        .zip(&labels)
+        .zip(s.run.row_labels())
         .map(|(v, label)| {
             let [gr, gc] = v.trace.meta.image.merged_grid;
             MapPanel {
@@ -263,292 +261,268 @@ pub fn render_sweep_figures(
             }
         })
         .collect();
-    let fig = MapFigure {
-        title: "Visual attention per setting (mean of the selected layers)".into(),
-        subtitles: subs.clone(),
-        groups: vec![MapGroup {
-            heading: None,
-            panels,
-            photo: if same_image {
-                first.photo.clone()
-            } else {
-                None
-            },
-        }],
-        cols: None,
-        colormap: opts.colormap,
-        upsample: opts.upsample,
-        alpha: opts.alpha,
-        scale: opts.color_scale,
-        colorbar_label: "attention (head mean)".into(),
-        panel_width: 260.0,
+    let group = MapGroup {
+        heading: None,
+        panels,
+        photo: if same_image {
+            first.photo.clone()
+        } else {
+            None
+        },
     };
-    done.files
-        .extend(save(&fig, &out.join("sweep_maps"), canvas)?);
+    let title = "Visual attention per setting (mean of the selected layers)".to_string();
+    let fig = map_figure(title, s.subtitles.clone(), vec![group], opts, 260.0);
+    vec![Named::new("sweep_maps", fig)]
+}
 
-    let Some(vi) = first.trace.meta.role_index(Role::Visual) else {
-        return Ok(());
+/// Visual share by layer: one line per row, coloured by setting.
+fn sweep_visual_share_by_layer(s: &SweepFigures, _: &RenderOptions) -> Vec<Named> {
+    let Some(vi) = s.visual else {
+        return Vec::new();
     };
-    let layer_x = |v: &TraceView| -> Vec<f64> {
-        v.positions
-            .iter()
-            .map(|&p| v.trace.meta.layers[p] as f64)
-            .collect()
+    let series: Vec<Series> = s
+        .views
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.trace.meta.steps > 0)
+        .map(|(i, v)| {
+            let gs = v.generation_shares(&v.positions);
+            let column = gs.column(vi);
+            let points = v.layers_x().into_iter().zip(column.iter().copied());
+            let series = Series::new(s.setting(i), s.colors[i], points.collect());
+            series.kind(SeriesKind::LineMarkers)
+        })
+        .collect();
+    if series.is_empty() {
+        return Vec::new();
+    }
+    let fig = ChartFigure {
+        title: "Share of attention on the image by layer, per setting".into(),
+        subtitles: s.subtitles.clone(),
+        panels: vec![ChartPanel {
+            x_label: "Layer".into(),
+            y_label: "Visual share (mean over steps)".into(),
+            y_range: Some(y_range_to_top(&series)),
+            series,
+            x_integer: true,
+            ..Default::default()
+        }],
+        cols: Some(1),
+        panel_size: (860.0, 460.0),
+        extra_legend: Vec::new(),
     };
-    // visual share by layer: one line per row, coloured by setting
-    let mut series = Vec::new();
-    for (i, v) in views.iter().enumerate() {
-        if v.trace.meta.steps == 0 {
-            continue;
-        }
-        let gs = generation_shares(v.trace, &v.positions);
-        series.push(
-            Series::new(
-                rows[i].setting.clone(),
-                colors[i],
-                layer_x(v)
-                    .into_iter()
-                    .zip(gs.column(vi).iter().copied())
-                    .collect(),
-            )
-            .kind(SeriesKind::LineMarkers),
-        );
-    }
-    if !series.is_empty() {
-        let top = series
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.1))
-            .fold(0.0, f64::max);
-        let fig = ChartFigure {
-            title: "Share of attention on the image by layer, per setting".into(),
-            subtitles: subs.clone(),
-            panels: vec![ChartPanel {
-                x_label: "Layer".into(),
-                y_label: "Visual share (mean over steps)".into(),
-                series,
-                y_range: Some((0.0, (top * 1.12).clamp(1e-6, 1.0))),
-                x_integer: true,
-                ..Default::default()
-            }],
-            cols: Some(1),
-            panel_size: (860.0, 460.0),
-            extra_legend: Vec::new(),
-        };
-        done.files.extend(save(
-            &fig,
-            &out.join("sweep_visual_share_by_layer"),
-            canvas,
-        )?);
-    }
-    // layer × setting matrix, samples averaged (rows whose layers differ from the first are left out)
-    let x_layers = layer_x(first);
+    vec![Named::new("sweep_visual_share_by_layer", fig)]
+}
+
+/// Layer × setting matrix of the visual share, samples averaged (rows whose layers differ from
+/// the first row's are left out).
+fn sweep_visual_share_matrix(s: &SweepFigures, opts: &RenderOptions) -> Vec<Named> {
+    let Some(vi) = s.visual else {
+        return Vec::new();
+    };
+    let x_layers = s.views[0].layers_x();
     let mut matrix: Vec<(String, Vec<f64>)> = Vec::new();
-    for (setting, _, idx) in &settings {
-        let usable: Vec<usize> = idx
+    for setting in &s.settings {
+        let usable: Vec<&TraceView> = setting
+            .rows
             .iter()
-            .copied()
-            .filter(|&i| views[i].trace.meta.steps > 0 && layer_x(&views[i]) == x_layers)
+            .map(|&i| &s.views[i])
+            .filter(|v| v.trace.meta.steps > 0 && v.layers_x() == x_layers)
             .collect();
         if usable.is_empty() {
             continue;
         }
         let mut acc = vec![0.0; x_layers.len()];
-        for &i in &usable {
-            let gs = generation_shares(views[i].trace, &views[i].positions);
-            for (a, v) in acc.iter_mut().zip(gs.column(vi).iter()) {
-                *a += v / usable.len() as f64;
+        for v in &usable {
+            let gs = v.generation_shares(&v.positions);
+            for (a, share) in acc.iter_mut().zip(gs.column(vi).iter()) {
+                *a += share / usable.len() as f64;
             }
         }
-        matrix.push((setting.clone(), acc));
+        matrix.push((setting.key.clone(), acc));
     }
-    if !matrix.is_empty() {
-        let fig = MatrixFigure {
-            title: "Visual share per layer and setting".into(),
-            subtitles: subs.clone(),
-            x_label: "Layer".into(),
-            y_label: value_label.clone(),
-            x: x_layers,
-            row_labels: matrix.iter().map(|m| m.0.clone()).collect(),
-            values: matrix.into_iter().map(|m| m.1).collect(),
-            colormap: opts.colormap,
-            colorbar_label: if samples > 1 {
-                "visual share (mean over samples)".into()
-            } else {
-                "visual share".into()
-            },
-        };
-        done.files
-            .extend(save(&fig, &out.join("sweep_visual_share_matrix"), canvas)?);
+    if matrix.is_empty() {
+        return Vec::new();
     }
-    // visual share along the chain, one line per row, panels by depth
-    let stepped: Vec<usize> = (0..views.len())
-        .filter(|&i| views[i].trace.meta.steps >= 2)
+    let fig = MatrixFigure {
+        title: "Visual share per layer and setting".into(),
+        subtitles: s.subtitles.clone(),
+        x_label: "Layer".into(),
+        y_label: value_label(&s.run.summary.kind),
+        x: x_layers,
+        row_labels: matrix.iter().map(|m| m.0.clone()).collect(),
+        values: matrix.into_iter().map(|m| m.1).collect(),
+        colormap: opts.colormap,
+        colorbar_label: if s.samples > 1 {
+            "visual share (mean over samples)".into()
+        } else {
+            "visual share".into()
+        },
+    };
+    vec![Named::new("sweep_visual_share_matrix", fig)]
+}
+
+/// Visual share along the chain, one line per row, one panel per depth group.
+fn sweep_shift_steps(s: &SweepFigures, opts: &RenderOptions) -> Vec<Named> {
+    let Some(vi) = s.visual else {
+        return Vec::new();
+    };
+    let stepped: Vec<usize> = (0..s.views.len())
+        .filter(|&i| s.views[i].trace.meta.steps >= 2)
         .collect();
-    if !stepped.is_empty() {
-        let n_groups = stepped
-            .iter()
-            .map(|&i| layer_groups(&views[i].positions).len())
-            .min()
-            .unwrap_or(1);
-        let depth = ["Early", "Middle", "Late"];
-        let mut panels = Vec::new();
-        for g in 0..n_groups {
-            let mut series = Vec::new();
-            let mut vlines = Vec::new();
-            let mut span = String::new();
-            for &i in &stepped {
-                let v = &views[i];
-                let groups = layer_groups(&v.positions);
-                let ps = &groups[g.min(groups.len() - 1)].1;
-                span = layer_list(
-                    &ps.iter()
-                        .map(|&p| v.trace.meta.layers[p])
-                        .collect::<Vec<_>>(),
-                );
-                let shares = step_role_shares(v.trace, ps);
-                let sm = rolling_mean(
-                    &shares.column(vi).to_vec(),
-                    auto_window(v.trace.meta.steps, opts.window),
-                );
-                series.push(Series::new(
-                    rows[i].setting.clone(),
-                    colors[i],
-                    sm.iter().enumerate().map(|(s, &y)| (s as f64, y)).collect(),
-                ));
-                for e in
-                    v.trace.meta.events.iter().filter(|e| {
-                        matches!(e.kind, EventKind::ThinkEnd | EventKind::ForcedThinkEnd)
+    if stepped.is_empty() {
+        return Vec::new();
+    }
+    let n_groups = common_group_count(stepped.iter().map(|&i| &s.views[i]));
+    let depth = [LayerGroup::Early, LayerGroup::Middle, LayerGroup::Late];
+    let mut panels = Vec::new();
+    for g in 0..n_groups {
+        let mut series = Vec::new();
+        let mut vlines = Vec::new();
+        let mut span = String::new();
+        for &i in &stepped {
+            let v = &s.views[i];
+            let curve = v.shift_curve(vi, g, opts.window);
+            span = layer_list(
+                &curve
+                    .positions
+                    .iter()
+                    .map(|&p| v.layer(p))
+                    .collect::<Vec<_>>(),
+            );
+            series.push(Series::new(s.setting(i), s.colors[i], curve.points));
+            vlines.extend(v.think_ends().map(|x| VLine {
+                x,
+                color: s.colors[i],
+                swatch: Swatch::Dotted,
+                label: String::new(),
+            }));
+        }
+        panels.push(ChartPanel {
+            title: if n_groups == 1 {
+                format!("Layers {span}")
+            } else {
+                format!("{} layers ({span})", capitalised(depth[g]))
+            },
+            x_label: "Generation step (token)".into(),
+            y_label: "Visual share".into(),
+            y_range: Some(y_range_to_top(&series)),
+            series,
+            vlines,
+            x_integer: true,
+            ..Default::default()
+        });
+    }
+    let mut subtitles = s.subtitles.clone();
+    subtitles.push("rolling mean; dotted lines: end of thinking in the setting's colour".into());
+    let fig = ChartFigure {
+        title: "Visual share along the reasoning chain, per setting".into(),
+        subtitles,
+        panels,
+        cols: Some(1),
+        panel_size: (900.0, 280.0),
+        extra_legend: Vec::new(),
+    };
+    vec![Named::new("sweep_shift_steps", fig)]
+}
+
+fn capitalised(g: LayerGroup) -> String {
+    super::traces::capitalise(g.name())
+}
+
+/// Mean visual share (over steps and the group's layers) per setting, one series per depth
+/// group.
+fn visual_share_by_depth(s: &SweepFigures, vi: usize) -> Vec<Series> {
+    let n_groups = common_group_count(s.views.iter());
+    let depth = [LayerGroup::Early, LayerGroup::Middle, LayerGroup::Late];
+    (0..n_groups)
+        .map(|g| {
+            let mut pts = Vec::new();
+            for setting in &s.settings {
+                let vals: Vec<f64> = setting
+                    .rows
+                    .iter()
+                    .map(|&i| &s.views[i])
+                    .filter(|v| v.trace.meta.steps > 0)
+                    .map(|v| {
+                        let groups = v.layer_groups();
+                        let ps = &groups[g.min(groups.len() - 1)].1;
+                        let gs = v.generation_shares(ps);
+                        gs.column(vi).iter().sum::<f64>() / ps.len().max(1) as f64
                     })
-                {
-                    vlines.push(VLine {
-                        x: e.step as f64,
-                        color: colors[i],
-                        swatch: Swatch::Dotted,
-                        label: String::new(),
-                    });
+                    .collect();
+                if !vals.is_empty() {
+                    pts.push((setting.value, vals.iter().sum::<f64>() / vals.len() as f64));
                 }
             }
-            let top = series
-                .iter()
-                .flat_map(|s| s.points.iter().map(|p| p.1))
-                .fold(0.0, f64::max);
-            panels.push(ChartPanel {
-                title: if n_groups == 1 {
-                    format!("Layers {span}")
-                } else {
-                    format!("{} layers ({span})", depth[g])
-                },
-                x_label: "Generation step (token)".into(),
-                y_label: "Visual share".into(),
-                series,
-                vlines,
-                y_range: Some((0.0, (top * 1.12).clamp(1e-6, 1.0))),
-                x_integer: true,
-                ..Default::default()
-            });
-        }
-        let fig = ChartFigure {
-            title: "Visual share along the reasoning chain, per setting".into(),
-            subtitles: {
-                let mut s = subs.clone();
-                s.push(
-                    "rolling mean; dotted lines: end of thinking in the setting's colour".into(),
-                );
-                s
-            },
-            panels,
-            cols: Some(1),
-            panel_size: (900.0, 280.0),
-            extra_legend: Vec::new(),
-        };
-        done.files
-            .extend(save(&fig, &out.join("sweep_shift_steps"), canvas)?);
-    }
-    // summary: thinking length and visual share by depth against the setting value
-    let think_all: Vec<(f64, f64)> = views
+            let name = if n_groups == 1 {
+                "selected layers".to_string()
+            } else {
+                format!("{} layers", depth[g].name())
+            };
+            Series::new(name, series_color(g), pts).kind(SeriesKind::LineMarkers)
+        })
+        .collect()
+}
+
+/// Thinking length and visual share by depth against the setting value.
+fn sweep_summary(s: &SweepFigures, _: &RenderOptions) -> Vec<Named> {
+    let Some(vi) = s.visual else {
+        return Vec::new();
+    };
+    let rows = &s.run.summary.rows;
+    let think_all: Vec<(f64, f64)> = s
+        .views
         .iter()
         .zip(rows)
         .map(|(v, r)| {
-            (
-                r.value,
-                r.think_tokens.unwrap_or(v.trace.meta.think_tokens) as f64,
-            )
+            let think = r.think_tokens.unwrap_or(v.trace.meta.think_tokens);
+            (r.value, think as f64)
         })
         .collect();
-    let think_mean: Vec<(f64, f64)> = settings
+    let think_mean: Vec<(f64, f64)> = s
+        .settings
         .iter()
-        .map(|(_, value, idx)| {
-            let m = idx.iter().map(|&i| think_all[i].1).sum::<f64>() / idx.len() as f64;
-            (*value, m)
+        .map(|st| {
+            let sum = st.rows.iter().map(|&i| think_all[i].1).sum::<f64>();
+            (st.value, sum / st.rows.len() as f64)
         })
         .collect();
-    let n_groups = views
-        .iter()
-        .map(|v| layer_groups(&v.positions).len())
-        .min()
-        .unwrap_or(1);
-    let mut share_series = Vec::new();
-    for g in 0..n_groups {
-        let mut pts = Vec::new();
-        for (_, value, idx) in &settings {
-            let vals: Vec<f64> = idx
-                .iter()
-                .filter(|&&i| views[i].trace.meta.steps > 0)
-                .map(|&i| {
-                    let v = &views[i];
-                    let groups = layer_groups(&v.positions);
-                    let ps = &groups[g.min(groups.len() - 1)].1;
-                    let gs = generation_shares(v.trace, ps);
-                    gs.column(vi).iter().sum::<f64>() / ps.len().max(1) as f64
-                })
-                .collect();
-            if !vals.is_empty() {
-                pts.push((*value, vals.iter().sum::<f64>() / vals.len() as f64));
-            }
-        }
-        let name = if n_groups == 1 {
-            "selected layers".to_string()
-        } else {
-            format!("{} layers", ["early", "middle", "late"][g])
-        };
-        share_series.push(Series::new(name, series_color(g), pts).kind(SeriesKind::LineMarkers));
-    }
     let mut think_series = vec![Series::new("thinking tokens", MUTED, think_mean)
         .kind(SeriesKind::LineMarkers)
         .hidden()];
-    if samples > 1 {
+    if s.samples > 1 {
         think_series.push(
             Series::new("samples", MUTED, think_all)
                 .kind(SeriesKind::Markers)
                 .hidden(),
         );
     }
-    let integer_values = settings.iter().all(|s| s.1.fract() == 0.0);
+    let integer_values = s.settings.iter().all(|st| st.value.fract() == 0.0);
+    let x_label = value_label(&s.run.summary.kind);
+    let panel = |title: &str, y_label: &str, series| ChartPanel {
+        title: title.into(),
+        x_label: x_label.clone(),
+        y_label: y_label.into(),
+        series,
+        x_integer: integer_values,
+        ..Default::default()
+    };
     let fig = ChartFigure {
         title: "Thinking length and visual attention across the sweep".into(),
-        subtitles: subs,
+        subtitles: s.subtitles.clone(),
         panels: vec![
-            ChartPanel {
-                title: "Thinking tokens".into(),
-                x_label: value_label.clone(),
-                y_label: "Thinking tokens".into(),
-                series: think_series,
-                x_integer: integer_values,
-                ..Default::default()
-            },
-            ChartPanel {
-                title: "Visual share (mean over steps and layers)".into(),
-                x_label: value_label,
-                y_label: "Visual share".into(),
-                series: share_series,
-                x_integer: integer_values,
-                ..Default::default()
-            },
+            panel("Thinking tokens", "Thinking tokens", think_series),
+            panel(
+                "Visual share (mean over steps and layers)",
+                "Visual share",
+                visual_share_by_depth(s, vi),
+            ),
         ],
         cols: Some(2),
         panel_size: (520.0, 400.0),
         extra_legend: vec![LegendEntry::new(
-            if samples > 1 {
+            if s.samples > 1 {
                 "thinking tokens (mean over samples)"
             } else {
                 "thinking tokens"
@@ -557,7 +531,5 @@ pub fn render_sweep_figures(
             Swatch::LineMarker,
         )],
     };
-    done.files
-        .extend(save(&fig, &out.join("sweep_summary"), canvas)?);
-    Ok(())
+    vec![Named::new("sweep_summary", fig)]
 }
