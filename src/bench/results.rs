@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::data::{QuestionType, Sample, Split};
-use super::runner::Shard;
+use super::shard::Shard;
 use super::text::repair_jsonl_tail;
 
 pub const RESULTS_FILE: &str = "results.jsonl";
