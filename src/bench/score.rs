@@ -96,37 +96,7 @@ pub fn score_run(run_dir: &Path, opts: &ScoreOptions) -> Result<ScoreSummary> {
     for rec in &unique {
         let scored = match judge.as_mut() {
             None => ScoreRecord::from_result(rec, RULE_SCORER.into(), score_rule(rec), None),
-            Some(j) => {
-                let outcome = j.judge(rec).with_context(|| {
-                    format!(
-                        "judging {} (judge answers so far are cached; rerun to continue)",
-                        rec.key()
-                    )
-                })?;
-                match outcome.source {
-                    JudgeSource::Http => summary.judge_http += 1,
-                    JudgeSource::Cache => summary.judge_cached += 1,
-                    JudgeSource::NoAnswer => {}
-                }
-                match outcome.verdict {
-                    Some(v) => ScoreRecord::from_result(
-                        rec,
-                        j.scorer_name(),
-                        Verdict {
-                            correct: v.correct,
-                            extracted: Some(outcome.judged_answer.clone()),
-                            details: v.reason.unwrap_or_default(),
-                        },
-                        v.hallucination_score,
-                    ),
-                    None => {
-                        summary.judge_fallbacks += 1;
-                        let mut v = score_rule(rec);
-                        v.details = format!("judge reply unparseable; {}", v.details);
-                        ScoreRecord::from_result(rec, RULE_SCORER.into(), v, None)
-                    }
-                }
-            }
+            Some(j) => judge_one(j, rec, &mut summary)?,
         };
         scores.push(scored);
         bar.inc(1);
@@ -139,4 +109,38 @@ pub fn score_run(run_dir: &Path, opts: &ScoreOptions) -> Result<ScoreSummary> {
     metrics::write_metrics(run_dir, &summary.metrics)?;
     metrics::write_rhauc_json(&run_dir.join(RHAUC_JSON), &summary.rhauc)?;
     Ok(summary)
+}
+
+/// Score one record with the judge, counting where its answer came from; a reply that cannot be
+/// parsed falls back to the rule-based scorer.
+fn judge_one(j: &mut Judge, rec: &ResultRecord, summary: &mut ScoreSummary) -> Result<ScoreRecord> {
+    let outcome = j.judge(rec).with_context(|| {
+        format!(
+            "judging {} (judge answers so far are cached; rerun to continue)",
+            rec.key()
+        )
+    })?;
+    match outcome.source {
+        JudgeSource::Http => summary.judge_http += 1,
+        JudgeSource::Cache => summary.judge_cached += 1,
+        JudgeSource::NoAnswer => {}
+    }
+    Ok(match outcome.verdict {
+        Some(v) => ScoreRecord::from_result(
+            rec,
+            j.scorer_name(),
+            Verdict {
+                correct: v.correct,
+                extracted: Some(outcome.judged_answer.clone()),
+                details: v.reason.unwrap_or_default(),
+            },
+            v.hallucination_score,
+        ),
+        None => {
+            summary.judge_fallbacks += 1;
+            let mut v = score_rule(rec);
+            v.details = format!("judge reply unparseable; {}", v.details);
+            ScoreRecord::from_result(rec, RULE_SCORER.into(), v, None)
+        }
+    })
 }

@@ -37,12 +37,12 @@ pub struct ScoreRecord {
 
 impl ScoreRecord {
     pub fn key(&self) -> RecordKey {
-        RecordKey {
-            split: self.split,
-            sample_id: self.sample_id.clone(),
-            setting: self.setting.clone(),
-            sample_index: self.sample_index,
-        }
+        RecordKey::of(
+            self.split,
+            &self.sample_id,
+            &self.setting,
+            self.sample_index,
+        )
     }
 
     pub(super) fn from_result(
