@@ -37,12 +37,14 @@ pub struct ScoreRecord {
 
 impl ScoreRecord {
     pub fn key(&self) -> RecordKey {
-        RecordKey::of(
-            self.split,
-            &self.sample_id,
-            &self.setting,
-            self.sample_index,
-        )
+        let Self {
+            split,
+            sample_id,
+            setting,
+            sample_index,
+            ..
+        } = self;
+        RecordKey::of(*split, sample_id, setting, *sample_index)
     }
 
     pub(super) fn from_result(

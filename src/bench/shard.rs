@@ -57,8 +57,8 @@ impl Shard {
     }
 
     /// The shard the caller chose if any, else the SLURM array environment, else no sharding.
-    pub fn resolve(cli: Option<Shard>) -> Result<Option<Shard>> {
-        match cli {
+    pub fn resolve(given: Option<Shard>) -> Result<Option<Shard>> {
+        match given {
             Some(s) => Ok(Some(s)),
             None => Shard::from_slurm_env(),
         }
