@@ -6,7 +6,8 @@ use std::process::{Command, Output};
 use rhlens::bench::data::load_bench;
 use rhlens::bench::metrics::rh_auc;
 use rhlens::bench::results::{Manifest, ResultRecord, ResultsWriter, Setting};
-use rhlens::bench::runner::{run_resumable, RunOptions, Shard};
+use rhlens::bench::runner::{run_resumable, RunOptions};
+use rhlens::bench::shard::Shard;
 use serde_json::{json, Value};
 
 fn rhlens(args: &[&str]) -> Output {
@@ -177,7 +178,6 @@ fn run_shard(dir: &Path, shard: Shard, settings: &[Setting]) {
     let opts = RunOptions {
         shard: Some(shard),
         samples_per_setting: 1,
-        progress: false,
         keep_going: false,
     };
     run_resumable(&mut w, &bench.samples, settings, &opts, |s, set, k| {

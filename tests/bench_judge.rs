@@ -13,7 +13,8 @@ use std::time::Duration;
 use rhlens::bench::data::{QuestionType, Split};
 use rhlens::bench::judge::{endpoint_url, parse_judge_reply, Judge, JudgeConfig, JudgeTask};
 use rhlens::bench::results::{ResultRecord, ResultsWriter};
-use rhlens::bench::score::{read_scores, score_run, ScoreOptions};
+use rhlens::bench::score::{score_run, ScoreOptions};
+use rhlens::bench::scores::read_scores;
 use serde_json::{json, Value};
 
 #[derive(Clone, Copy)]

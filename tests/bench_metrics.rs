@@ -10,7 +10,7 @@ use rhlens::bench::metrics::{
     percentile, rh_auc, ModelRow, RhAucError,
 };
 use rhlens::bench::points::{read_points, Scale};
-use rhlens::bench::score::ScoreRecord;
+use rhlens::bench::scores::ScoreRecord;
 use serde_json::Value;
 
 fn fixture() -> Value {

@@ -10,7 +10,8 @@ use rhlens::bench::merge::merge_runs;
 use rhlens::bench::results::{
     read_results, Manifest, RecordKey, ResultRecord, ResultsWriter, Setting, TailRepair,
 };
-use rhlens::bench::runner::{run_resumable, work_items, RunOptions, Shard};
+use rhlens::bench::runner::{run_resumable, work_items, RunOptions};
+use rhlens::bench::shard::Shard;
 use serde_json::json;
 
 fn samples() -> Vec<Sample> {
@@ -44,7 +45,6 @@ fn quiet(shard: Option<Shard>, per_setting: u32) -> RunOptions {
     RunOptions {
         shard,
         samples_per_setting: per_setting,
-        progress: false,
         keep_going: false,
     }
 }

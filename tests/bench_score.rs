@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use rhlens::bench::data::{load_bench, QuestionType, Sample, Split};
 use rhlens::bench::results::{ResultRecord, ResultsWriter, Setting};
-use rhlens::bench::score::{
-    extract_answer, free_form_match, read_scores, score_rule, score_run, ScoreOptions,
-};
+use rhlens::bench::rule::{extract_answer, free_form_match, score_rule};
+use rhlens::bench::score::{score_run, ScoreOptions};
+use rhlens::bench::scores::read_scores;
 use serde_json::Value;
 
 fn opts(list: &[(&str, &str)]) -> Vec<(String, String)> {

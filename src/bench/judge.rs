@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use super::data::{QuestionType, Split};
 use super::results::ResultRecord;
-use super::score::extract_answer;
+use super::rule::extract_answer;
 use super::text::{repair_jsonl_tail, stable_hash};
 
 #[derive(Debug, Clone)]

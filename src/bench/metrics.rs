@@ -17,8 +17,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::data::Split;
-use super::score::{by_model, ScoreRecord, METRICS_CSV, METRICS_JSON};
+use super::scores::{by_model, ScoreRecord};
 use super::text::csv_field;
+
+pub const METRICS_JSON: &str = "metrics.json";
+pub const METRICS_CSV: &str = "metrics.csv";
+pub const RHAUC_JSON: &str = "rhauc.json";
 
 /// Column order of `metrics.csv` (and keys of each `metrics.json` row).
 pub const METRICS_COLUMNS: [&str; 10] = [

@@ -151,6 +151,24 @@ fn csv_rows(text: &str) -> Result<Vec<RawRow>> {
         .collect()
 }
 
+/// The scale the accuracies are on (and whether it was detected rather than given): percent
+/// when asked, or when detecting and a value has a `%` sign or exceeds 1.
+fn settle_scale(scale: Scale, any_percent_sign: bool, max_value: f64) -> Result<(Scale, bool)> {
+    let (used, detected) = match scale {
+        Scale::Auto if any_percent_sign || max_value > 1.0 => (Scale::Percent, true),
+        Scale::Auto => (Scale::Unit, true),
+        s => (s, false),
+    };
+    let limit = if used == Scale::Percent { 100.0 } else { 1.0 };
+    if max_value > limit {
+        // names the flag: `rhlens rhauc --points` shows this message as it is
+        bail!(
+            "an accuracy of {max_value} is out of range for the {used} scale (0-{limit}); use --scale percent for 0-100 values"
+        );
+    }
+    Ok((used, detected))
+}
+
 fn points_from_rows(raw: Vec<RawRow>, scale: Scale) -> Result<Points> {
     if raw.is_empty() {
         bail!("no points");
@@ -223,17 +241,7 @@ fn points_from_rows(raw: Vec<RawRow>, scale: Scale) -> Result<Points> {
             labels,
         });
     }
-    let (used, detected) = match scale {
-        Scale::Auto if any_percent_sign || max_value > 1.0 => (Scale::Percent, true),
-        Scale::Auto => (Scale::Unit, true),
-        s => (s, false),
-    };
-    let limit = if used == Scale::Percent { 100.0 } else { 1.0 };
-    if max_value > limit {
-        bail!(
-            "an accuracy of {max_value} is out of range for the {used} scale (0-{limit}); use --scale percent for 0-100 values"
-        );
-    }
+    let (used, detected) = settle_scale(scale, any_percent_sign, max_value)?;
     if used == Scale::Percent {
         for p in &mut parsed {
             p.reasoning /= 100.0;

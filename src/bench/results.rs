@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::data::{QuestionType, Sample, Split};
-use super::runner::Shard;
+use super::shard::Shard;
 use super::text::repair_jsonl_tail;
 
 pub const RESULTS_FILE: &str = "results.jsonl";
@@ -47,10 +47,15 @@ pub struct RecordKey {
 
 impl RecordKey {
     pub fn new(sample: &Sample, setting: &Setting, sample_index: u32) -> Self {
+        RecordKey::of(sample.split, &sample.id, &setting.key, sample_index)
+    }
+
+    /// The key of a line that names its sample and setting (a result or a score).
+    pub fn of(split: Split, sample_id: &str, setting: &str, sample_index: u32) -> Self {
         RecordKey {
-            split: sample.split,
-            sample_id: sample.id.clone(),
-            setting: setting.key.clone(),
+            split,
+            sample_id: sample_id.to_string(),
+            setting: setting.to_string(),
             sample_index,
         }
     }
@@ -141,12 +146,12 @@ impl ResultRecord {
     }
 
     pub fn key(&self) -> RecordKey {
-        RecordKey {
-            split: self.split,
-            sample_id: self.sample_id.clone(),
-            setting: self.setting.clone(),
-            sample_index: self.sample_index,
-        }
+        RecordKey::of(
+            self.split,
+            &self.sample_id,
+            &self.setting,
+            self.sample_index,
+        )
     }
 }
 

@@ -1,107 +1,12 @@
 //! The resumable, shardable evaluation loop. The caller supplies the answer function (the model);
 //! the loop skips work already in `results.jsonl`, appends each new record as soon as it exists,
-//! shows progress with an ETA, and takes only its shard's share of the work.
+//! reports progress to the caller, and takes only its shard's share of the work.
 
-use std::fmt;
-use std::str::FromStr;
-use std::time::Duration;
-
-use anyhow::{anyhow, bail, Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::{Deserialize, Serialize};
+use anyhow::{bail, Result};
 
 use super::data::Sample;
 use super::results::{RecordKey, ResultRecord, ResultsWriter, Setting};
-
-/// Shard `index` of `count` (0-based): work item `i` (in the canonical order: samples, then
-/// settings, then sample index) belongs to shard `i % count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shard {
-    pub index: usize,
-    pub count: usize,
-}
-
-impl Shard {
-    pub fn new(index: usize, count: usize) -> Result<Shard> {
-        if count == 0 {
-            bail!("shard count must be at least 1");
-        }
-        if index >= count {
-            bail!("shard index {index} is out of range for {count} shards (indices are 0-based: 0..{count})");
-        }
-        Ok(Shard { index, count })
-    }
-
-    pub fn owns(&self, item_index: usize) -> bool {
-        item_index % self.count == self.index
-    }
-
-    /// The shard from a SLURM job array: `SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN` (min 0 when
-    /// unset) of `SLURM_ARRAY_TASK_COUNT`. `None` when not running in an array.
-    pub fn from_slurm_env() -> Result<Option<Shard>> {
-        let get = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let (Some(id), Some(count)) = (get("SLURM_ARRAY_TASK_ID"), get("SLURM_ARRAY_TASK_COUNT"))
-        else {
-            return Ok(None);
-        };
-        let parse = |name: &str, v: &str| -> Result<usize> {
-            v.trim()
-                .parse::<usize>()
-                .map_err(|_| anyhow!("{name}={v} is not a non-negative integer"))
-        };
-        let id = parse("SLURM_ARRAY_TASK_ID", &id)?;
-        let count = parse("SLURM_ARRAY_TASK_COUNT", &count)?;
-        let min = match get("SLURM_ARRAY_TASK_MIN") {
-            Some(m) => parse("SLURM_ARRAY_TASK_MIN", &m)?,
-            None => 0,
-        };
-        let index = id.checked_sub(min).ok_or_else(|| {
-            anyhow!("SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}")
-        })?;
-        Shard::new(index, count)
-            .map(Some)
-            .context("shard from the SLURM job array environment")
-    }
-
-    /// `--shard` if given, else the SLURM array environment, else no sharding.
-    pub fn resolve(cli: Option<Shard>) -> Result<Option<Shard>> {
-        match cli {
-            Some(s) => Ok(Some(s)),
-            None => Shard::from_slurm_env(),
-        }
-    }
-
-    /// Conventional directory name for this shard's output: `shard-I-of-N`.
-    pub fn dir_name(&self) -> String {
-        format!("shard-{}-of-{}", self.index, self.count)
-    }
-}
-
-impl fmt::Display for Shard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
-    }
-}
-
-impl FromStr for Shard {
-    type Err = anyhow::Error;
-
-    /// `I/N`, 0-based: `0/4` .. `3/4`.
-    fn from_str(s: &str) -> Result<Shard> {
-        let (i, n) = s
-            .split_once('/')
-            .ok_or_else(|| anyhow!("shard `{s}` is not of the form I/N (e.g. 0/4)"))?;
-        let i = i
-            .trim()
-            .parse::<usize>()
-            .map_err(|_| anyhow!("shard `{s}`: `{i}` is not a non-negative integer"))?;
-        let n = n
-            .trim()
-            .parse::<usize>()
-            .map_err(|_| anyhow!("shard `{s}`: `{n}` is not a non-negative integer"))?;
-        Shard::new(i, n)
-    }
-}
+use super::shard::Shard;
 
 /// One unit of work.
 #[derive(Debug, Clone, Copy)]
@@ -146,8 +51,6 @@ pub struct RunOptions {
     pub shard: Option<Shard>,
     /// Answers per (sample, setting); at least 1.
     pub samples_per_setting: u32,
-    /// Draw a progress bar on stderr.
-    pub progress: bool,
     /// On an answer-function error, record it and go on (the item stays undone, so a rerun
     /// retries it) instead of stopping.
     pub keep_going: bool,
@@ -158,7 +61,6 @@ impl Default for RunOptions {
         RunOptions {
             shard: None,
             samples_per_setting: 1,
-            progress: true,
             keep_going: false,
         }
     }
@@ -176,6 +78,26 @@ pub struct RunSummary {
     pub failed: Vec<(RecordKey, String)>,
 }
 
+/// What the runner reports while it works, for the caller to show (a progress bar, a log).
+/// Every method does nothing unless implemented.
+pub trait RunProgress {
+    /// `pending` items are to be answered (those already in the results file are not counted).
+    fn start(&mut self, _pending: usize) {}
+    /// The group whose first item is `first` goes to the answer function.
+    fn group_started(&mut self, _first: &RecordKey) {}
+    /// `key` failed and the run goes on without it (`keep_going`); `error` is the whole chain.
+    fn item_failed(&mut self, _key: &RecordKey, _error: &str) {}
+    /// One more item is finished (written, or failed under `keep_going`).
+    fn item_done(&mut self) {}
+    /// The run ends: `completed` is false when it stopped on an error.
+    fn finish(&mut self, _completed: bool) {}
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+
+impl RunProgress for NoProgress {}
+
 /// Run `answer(sample, setting, sample_index)` for every work item of this shard that is not
 /// already in `writer`, appending each record as soon as it is returned. The returned record's
 /// key must match the item (start from [`ResultRecord::for_item`]).
@@ -190,7 +112,8 @@ where
     F: FnMut(&Sample, &Setting, u32) -> Result<ResultRecord>,
 {
     // one item per group: the batched runner then visits items in canonical order, one at a time
-    run_resumable_batched(writer, samples, settings, opts, 1, |items| {
+    let mut progress = NoProgress;
+    run_resumable_batched(writer, samples, settings, opts, 1, &mut progress, |items| {
         items
             .iter()
             .map(|it| answer(it.sample, it.setting, it.sample_index))
@@ -202,20 +125,21 @@ where
 /// the same setting and sample index are grouped (in canonical order) and passed together to
 /// `answer`, which returns one result per item in the same order. Each record is appended as soon
 /// as its group returns; skipping of finished work, sharding and `keep_going` are as in
-/// [`run_resumable`].
+/// [`run_resumable`]. Progress goes to `progress`.
 pub fn run_resumable_batched<F>(
     writer: &mut ResultsWriter,
     samples: &[Sample],
     settings: &[Setting],
     opts: &RunOptions,
     batch_size: usize,
+    progress: &mut dyn RunProgress,
     mut answer: F,
 ) -> Result<RunSummary>
 where
     F: FnMut(&[WorkItem<'_>]) -> Vec<Result<ResultRecord>>,
 {
     if batch_size == 0 {
-        bail!("--batch-size must be at least 1");
+        return crate::error::invalid("batch_size", "must be at least 1");
     }
     if opts.samples_per_setting == 0 {
         bail!("samples per setting must be at least 1");
@@ -238,8 +162,22 @@ where
         already_done: mine.len() - todo.len(),
         ..Default::default()
     };
-    // groups: each starts at the first unassigned item and takes the next ones that share its
-    // setting and sample index
+    progress.start(todo.len());
+    for group in group_pending(&todo, batch_size) {
+        progress.group_started(&group[0].key());
+        let results = answer(&group);
+        if let Err(e) = keep_results(writer, &group, results, opts, &mut summary, progress) {
+            progress.finish(false);
+            return Err(e);
+        }
+    }
+    progress.finish(true);
+    Ok(summary)
+}
+
+/// Groups of pending items: each starts at the first unassigned item and takes the next ones
+/// that share its setting and sample index, up to `batch_size`.
+fn group_pending<'a>(todo: &[&WorkItem<'a>], batch_size: usize) -> Vec<Vec<WorkItem<'a>>> {
     let mut taken = vec![false; todo.len()];
     let mut groups: Vec<Vec<WorkItem>> = Vec::new();
     for i in 0..todo.len() {
@@ -261,65 +199,52 @@ where
         }
         groups.push(group);
     }
+    groups
+}
 
-    let bar = ProgressBar::with_draw_target(
-        Some(todo.len() as u64),
-        if opts.progress {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} ({per_sec}, ETA {eta}) {wide_msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    if opts.progress {
-        bar.enable_steady_tick(Duration::from_millis(500));
+/// Append a group's records; a failed item stops the run, or with `keep_going` is noted and
+/// left undone.
+fn keep_results(
+    writer: &mut ResultsWriter,
+    group: &[WorkItem<'_>],
+    results: Vec<Result<ResultRecord>>,
+    opts: &RunOptions,
+    summary: &mut RunSummary,
+    progress: &mut dyn RunProgress,
+) -> Result<()> {
+    if results.len() != group.len() {
+        bail!(
+            "the answer function returned {} results for {} items",
+            results.len(),
+            group.len()
+        );
     }
-
-    for group in groups {
-        bar.set_message(group[0].key().to_string());
-        let results = answer(&group);
-        if results.len() != group.len() {
-            bar.abandon();
-            bail!(
-                "the answer function returned {} results for {} items",
-                results.len(),
-                group.len()
-            );
-        }
-        for (item, result) in group.iter().zip(results) {
-            let key = item.key();
-            match result {
-                Ok(rec) => {
-                    if rec.key() != key {
-                        bar.abandon();
-                        bail!(
-                            "the answer function returned a record for {} while running {key}",
-                            rec.key()
-                        );
-                    }
-                    writer.append(&rec)?;
-                    summary.completed += 1;
+    for (item, result) in group.iter().zip(results) {
+        let key = item.key();
+        match result {
+            Ok(rec) => {
+                if rec.key() != key {
+                    bail!(
+                        "the answer function returned a record for {} while running {key}",
+                        rec.key()
+                    );
                 }
-                Err(e) => {
-                    if !opts.keep_going {
-                        bar.abandon();
-                        return Err(e.context(format!(
-                            "failed on {key} ({} results saved; rerun to resume)",
-                            summary.already_done + summary.completed
-                        )));
-                    }
-                    bar.println(format!("failed on {key}: {e:#}"));
-                    summary.failed.push((key, format!("{e:#}")));
-                }
+                writer.append(&rec)?;
+                summary.completed += 1;
             }
-            bar.inc(1);
+            Err(e) => {
+                if !opts.keep_going {
+                    return Err(e.context(format!(
+                        "failed on {key} ({} results saved; rerun to resume)",
+                        summary.already_done + summary.completed
+                    )));
+                }
+                let error = format!("{e:#}");
+                progress.item_failed(&key, &error);
+                summary.failed.push((key, error));
+            }
         }
+        progress.item_done();
     }
-    bar.finish_and_clear();
-    Ok(summary)
+    Ok(())
 }

@@ -12,7 +12,8 @@ use crate::bench::merge::merge_runs;
 use crate::bench::metrics::{self, group_means, RhAucReport};
 use crate::bench::points::{read_points, Scale};
 use crate::bench::report::{group_table, metrics_table, rhauc_table};
-use crate::bench::score::{read_scores, score_run, ScoreOptions, SCORES_FILE};
+use crate::bench::score::{score_run, ScoreOptions};
+use crate::bench::scores::{read_scores, SCORES_FILE};
 
 /// Score a run: extract answers, judge correctness, write metrics and RH-AUC.
 #[derive(Debug, Clone, Args)]

@@ -2,20 +2,19 @@
 //! the probe's per-role summary kept for each answer.
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use std::time::Duration;
+
+use anyhow::Result;
 use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::common::{generate_config, LengthArgs, ModelArgs, SamplingArgs};
 use super::trace::ProbeArgs;
-use crate::bench::runner::run_resumable_batched;
-use crate::bench::{
-    load_bench, run_resumable, Manifest, ResultRecord, ResultsWriter, RunOptions, Sample, Setting,
-    Shard, Split,
-};
-use crate::probe::run::{batchable, traced_generation_batch};
-use crate::probe::{traced_generation, TraceRequest, TracedRun};
+use crate::bench::eval::{self, EvalPlan, EvalRequest, EvalSummary};
+use crate::bench::results::RecordKey;
+use crate::bench::runner::RunProgress;
+use crate::bench::{Shard, Split};
 use crate::settings::SweepArgs;
-use crate::sweep::role_shares;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -70,238 +69,101 @@ fn parse_split(s: &str) -> Result<Split, String> {
     Split::parse(s).ok_or_else(|| format!("unknown split `{s}` (perception or reasoning)"))
 }
 
-/// The question as the model sees it: multiple-choice options listed when the text lacks them.
-pub fn question_text(s: &Sample) -> String {
-    if s.options.is_empty() || s.question.contains("Choices:") || s.question.contains("Options:") {
-        return s.question.clone();
-    }
-    let mut q = s.question.clone();
-    q.push_str("\nOptions:");
-    for (letter, text) in &s.options {
-        q.push_str(&format!("\n{letter}. {text}"));
-    }
-    q
-}
-
-fn safe_name(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '=' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 pub fn run(args: EvalArgs) -> Result<()> {
-    let (_, plan) = args.sweep.plan()?;
-    let base = generate_config(&args.sampling, &args.length);
-    base.validate()?;
-    let probe = args.probe.config()?;
-    let shard = Shard::resolve(args.shard)?;
-    let bench = load_bench(&args.bench)?;
-    for p in &bench.problems {
-        eprintln!("skipped: {p}");
-    }
-    let samples = bench.select(args.split, args.limit);
-    if samples.is_empty() {
-        bail!("{} has no usable samples", args.bench.display());
-    }
+    // checks in the order a user meets them: flags, the benchmark, then the model
+    args.sweep.plan()?;
+    let generate = generate_config(&args.sampling, &args.length);
+    generate.validate()?;
+    let request = EvalRequest {
+        bench: args.bench.clone(),
+        model_name: args.model.label(),
+        generate,
+        probe: args.probe.config()?,
+        system: args.system.clone(),
+        out: args.out.clone(),
+        shard: Shard::resolve(args.shard)?,
+        samples_per_setting: args.samples,
+        limit: args.limit,
+        split: args.split,
+        traces: args.traces,
+        keep_going: args.keep_going,
+        batch_size: args.batch_size as usize,
+    };
+    let plan = EvalPlan::new(request, &mut |p| eprintln!("skipped: {p}"))?;
     let rt = args.model.load()?;
     if let Some(note) = rt.random_weights_note() {
         eprintln!("{note}");
     }
     let sweep = args.sweep.resolve(&rt)?;
-    let settings: Vec<Setting> = plan.iter().map(|s| Setting::new(&s.key, s.value)).collect();
-    let model_name = args.model.label();
-    let manifest = Manifest::new(
-        &args.bench,
-        &model_name,
-        &settings,
-        args.samples,
-        &samples,
-        shard,
-        serde_json::json!({
-            "sweep": sweep.kind.as_str(),
-            "generate": base,
-            "system": args.system,
-        }),
-    );
-    manifest.write_or_check(&args.out)?;
-    let mut writer = ResultsWriter::open(&args.out)?;
-    let opts = RunOptions {
-        shard,
-        samples_per_setting: args.samples,
-        progress: !args.quiet,
-        keep_going: args.keep_going,
-    };
-    // what one item needs before generating: its config, steering, question and trace dir
-    struct Item {
-        cfg: crate::generate::GenerateConfig,
-        steering: Option<tch::Tensor>,
-        seed: u64,
-        question: String,
-        trace_dir: Option<PathBuf>,
-    }
-    let prepare = |sample: &Sample, setting: &Setting, k: u32| -> Result<Item> {
-        let point = plan
-            .iter()
-            .find(|p| p.key == setting.key)
-            .context("setting not in the plan")?;
-        let mut cfg = base.clone();
-        if let Some(s) = cfg.sampling.seed {
-            cfg.sampling.seed = Some(s + k as u64);
-        } else if args.samples > 1 && !cfg.sampling.is_greedy() {
-            cfg.sampling.seed = Some(k as u64);
-        }
-        let (cfg, steering) = sweep.apply(point, &cfg);
-        let seed = cfg.sampling.seed.unwrap_or(0);
-        let trace_dir = args.traces.then(|| {
-            args.out.join("traces").join(format!(
-                "{}-{}-{}-s{k}",
-                sample.split.as_str(),
-                safe_name(&sample.id),
-                safe_name(&setting.key)
-            ))
-        });
-        Ok(Item {
-            cfg,
-            steering,
-            seed,
-            question: question_text(sample),
-            trace_dir,
-        })
-    };
-    fn request<'a>(
-        item: &'a Item,
-        sample: &'a Sample,
-        setting: &Setting,
-        system: Option<&'a str>,
-        probe: &crate::probe::ProbeConfig,
-    ) -> TraceRequest<'a> {
-        TraceRequest {
-            image: &sample.image,
-            prompt: &item.question,
-            system,
-            generate: item.cfg.clone(),
-            probe: probe.clone(),
-            vision: false,
-            steering: item.steering.as_ref(),
-            out: item.trace_dir.as_deref(),
-            force: true,
-            settings: serde_json::json!({ "sample": sample.id, "setting": setting.key }),
-        }
-    }
-    let record = |sample: &Sample,
-                  setting: &Setting,
-                  k: u32,
-                  item: &Item,
-                  run: &TracedRun,
-                  elapsed_s: f64| {
-        let (groups, overall) = role_shares(&run.meta, &run.arrays);
-        let g = &run.generation;
-        let mut rec = ResultRecord::for_item(sample, setting, k, &model_name);
-        rec.answer_text = g.text.clone();
-        rec.thinking_text = g.thinking.clone();
-        rec.think_tokens = g.think_tokens as u64;
-        rec.answer_tokens = g.answer_tokens as u64;
-        rec.stop_reason = g.stop_reason.as_str().to_string();
-        rec.extracted = (!g.answer.is_empty()).then(|| g.answer.clone());
-        rec.seed = item.seed;
-        rec.role_summary = Some(serde_json::json!({
-            "roles": run.meta.roles,
-            "mean_share": overall,
-            "visual_share_by_layer_group": groups,
-            "steps": run.meta.steps,
-            "trace": item.trace_dir.as_ref().map(|d| d.to_string_lossy().into_owned()),
-        }));
-        rec.elapsed_s = elapsed_s;
-        rec
-    };
-    let answer_one = |sample: &Sample, setting: &Setting, k: u32| -> Result<ResultRecord> {
-        let t0 = std::time::Instant::now();
-        let item = prepare(sample, setting, k)?;
-        let req = request(&item, sample, setting, args.system.as_deref(), &probe);
-        let run = traced_generation(&rt, &req, &mut |_| {})
-            .with_context(|| format!("sample {} at {}", sample.id, setting.key))?;
-        Ok(record(
-            sample,
-            setting,
-            k,
-            &item,
-            &run,
-            t0.elapsed().as_secs_f64(),
-        ))
-    };
-    let summary = if args.batch_size <= 1 {
-        run_resumable(&mut writer, &samples, &settings, &opts, answer_one)?
-    } else {
-        run_resumable_batched(
-            &mut writer,
-            &samples,
-            &settings,
-            &opts,
-            args.batch_size as usize,
-            |group| {
-                let one_by_one = |group: &[crate::bench::runner::WorkItem<'_>]| {
-                    group
-                        .iter()
-                        .map(|w| answer_one(w.sample, w.setting, w.sample_index))
-                        .collect::<Vec<_>>()
-                };
-                if group.len() < 2 {
-                    return one_by_one(group);
-                }
-                let t0 = std::time::Instant::now();
-                let items = match group
-                    .iter()
-                    .map(|w| prepare(w.sample, w.setting, w.sample_index))
-                    .collect::<Result<Vec<_>>>()
-                {
-                    Ok(items) => items,
-                    Err(_) => return one_by_one(group),
-                };
-                let reqs: Vec<TraceRequest<'_>> = items
-                    .iter()
-                    .zip(group)
-                    .map(|(item, w)| {
-                        request(item, w.sample, w.setting, args.system.as_deref(), &probe)
-                    })
-                    .collect();
-                if !batchable(&reqs) {
-                    return one_by_one(group);
-                }
-                match traced_generation_batch(&rt, &reqs) {
-                    // the batch's wall time is shared out evenly over its answers
-                    Ok(runs) => {
-                        let each = t0.elapsed().as_secs_f64() / runs.len() as f64;
-                        group
-                            .iter()
-                            .zip(&items)
-                            .zip(&runs)
-                            .map(|((w, item), run)| {
-                                Ok(record(w.sample, w.setting, w.sample_index, item, run, each))
-                            })
-                            .collect()
-                    }
-                    // a failing batch is retried one at a time so each item gets its own error
-                    Err(_) => one_by_one(group),
-                }
-            },
-        )?
-    };
+    let summary = eval::run(&rt, &plan, &sweep, &mut Bar::new(!args.quiet))?;
+    print_summary(&summary);
+    Ok(())
+}
+
+fn print_summary(summary: &EvalSummary) {
+    let run = &summary.run;
     eprintln!(
         "eval: {} items in this run ({} done before, {} answered now, {} failed) -> {}",
-        summary.items,
-        summary.already_done,
-        summary.completed,
-        summary.failed.len(),
-        args.out.join("results.jsonl").display()
+        run.items,
+        run.already_done,
+        run.completed,
+        run.failed.len(),
+        summary.results.display()
     );
-    for (key, err) in &summary.failed {
+    for (key, err) in &run.failed {
         eprintln!("failed: {key:?}: {err}");
     }
-    Ok(())
+}
+
+/// The eval progress bar on stderr, with the item being answered and an ETA.
+struct Bar {
+    bar: ProgressBar,
+    shown: bool,
+}
+
+impl Bar {
+    fn new(shown: bool) -> Bar {
+        let target = if shown {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(Some(0), target);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} ({per_sec}, ETA {eta}) {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Bar { bar, shown }
+    }
+}
+
+impl RunProgress for Bar {
+    fn start(&mut self, pending: usize) {
+        self.bar.set_length(pending as u64);
+        if self.shown {
+            self.bar.enable_steady_tick(Duration::from_millis(500));
+        }
+    }
+
+    fn group_started(&mut self, first: &RecordKey) {
+        self.bar.set_message(first.to_string());
+    }
+
+    fn item_failed(&mut self, key: &RecordKey, error: &str) {
+        self.bar.println(format!("failed on {key}: {error}"));
+    }
+
+    fn item_done(&mut self) {
+        self.bar.inc(1);
+    }
+
+    fn finish(&mut self, completed: bool) {
+        if completed {
+            self.bar.finish_and_clear();
+        } else {
+            self.bar.abandon();
+        }
+    }
 }
