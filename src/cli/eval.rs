@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::common::{generate_config, LengthArgs, ModelArgs, SamplingArgs};
+use super::common::{generate_config, LengthArgs, ModelArgs, SamplingArgs, SweepArgs};
 use super::trace::ProbeArgs;
 use crate::bench::runner::run_resumable_batched;
 use crate::bench::{
@@ -14,7 +14,6 @@ use crate::bench::{
 };
 use crate::probe::run::{batchable, traced_generation_batch};
 use crate::probe::{traced_generation, TraceRequest, TracedRun};
-use crate::settings::SweepArgs;
 use crate::sweep::role_shares;
 
 #[derive(Args, Debug)]
