@@ -62,19 +62,17 @@ fn spawn(args: &[String], env: &[(&str, &str)]) -> Child {
 }
 
 fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    format!("exit {:?}, stderr:\n{stderr}", out.status.code())
 }
 
 /// stderr lines other than the note every random-weights output carries.
 fn stderr_lines(out: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("note:"))
-        .map(str::to_string)
+    let text = String::from_utf8_lossy(&out.stderr);
+    let note_or_blank = |l: &&str| l.starts_with("note:") || l.trim().is_empty();
+    text.lines()
+        .filter(|l| !note_or_blank(l))
+        .map(String::from)
         .collect()
 }
 
