@@ -160,3 +160,40 @@ impl Sweep {
         (cfg, steering)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::InvalidSetting;
+
+    fn keys(plan: SweepPlan) -> Vec<String> {
+        let (_, settings) = plan.plan().unwrap();
+        settings.into_iter().map(|s| s.key).collect()
+    }
+
+    #[test]
+    fn plans_list_their_settings_by_key() {
+        assert_eq!(
+            keys(SweepPlan::budgets(vec![0, 100])),
+            ["budget=0", "budget=100"]
+        );
+        assert_eq!(keys(SweepPlan::waits(vec![2])), ["waits=2"]);
+        let (kind, _) = SweepPlan::waits(vec![1]).plan().unwrap();
+        assert_eq!(kind, SweepKind::Waits);
+    }
+
+    #[test]
+    fn plans_name_the_setting_they_lack() {
+        let e = SweepPlan::steer("d.safetensors".into(), vec![])
+            .plan()
+            .unwrap_err();
+        let setting = e.downcast_ref::<InvalidSetting>().unwrap();
+        assert_eq!(setting.setting, "steer");
+        assert_eq!(
+            setting.to_string(),
+            "steer needs weights (e.g. weights -0.1,0,0.1)"
+        );
+        assert!(SweepPlan::budgets(vec![5, 5]).plan().is_err());
+        assert!(SweepPlan::budgets(vec![]).plan().is_err());
+    }
+}
