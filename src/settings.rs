@@ -21,6 +21,7 @@ pub enum SweepPlan {
     /// weights of the steering direction in `file` (from `rhlens direction`)
     Steer { file: PathBuf, weights: Vec<f64> },
 }
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SweepKind {
