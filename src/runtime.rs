@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{resolve_model, ChatTemplate, ModelConfig, TextTokenizer, Weights};
+use crate::error::invalid;
 use crate::model::{ImageInput, Qwen2_5Vl};
 use crate::preprocess::{self, ImageProcessorConfig, PreprocessedImage};
 
@@ -130,7 +131,7 @@ impl Runtime {
     /// per merged patch, tokenize, and label the prompt's spans.
     pub fn prepare(&self, image: &Path, prompt: &str, system: Option<&str>) -> Result<Prompt> {
         if prompt.trim().is_empty() {
-            bail!("the prompt is empty: pass the question with --prompt");
+            return invalid("prompt", "is empty: there is no question to answer");
         }
         let image = self.prepare_image(image)?;
         let rendered = self.template.render(system, prompt)?;

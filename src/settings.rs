@@ -1,34 +1,25 @@
 //! The settings a sweep or a benchmark run varies: thinking budgets, "Wait" counts, or steering
 //! weights. Each becomes a key (`budget=100`), a number for plots, and changes to a generation.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use clap::Args;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::error::invalid;
 use crate::generate::GenerateConfig;
 use crate::runtime::Runtime;
 
-#[derive(Args, Debug, Clone, Default)]
-pub struct SweepArgs {
-    /// Thinking budgets in tokens, e.g. 0,100,200,300,400,500,600
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["waits", "weights"])]
-    pub budgets: Vec<usize>,
-    /// Numbers of forced "Wait" continuations, e.g. 0,1,2,3
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["budgets", "weights"])]
-    pub waits: Vec<usize>,
-    /// Steering direction file (from `rhlens direction`), with --weights
-    #[arg(long)]
-    pub steer: Option<PathBuf>,
-    /// Steering weights, e.g. -0.1,-0.05,0,0.05,0.1
-    #[arg(
-        long,
-        value_delimiter = ',',
-        allow_hyphen_values = true,
-        requires = "steer"
-    )]
-    pub weights: Vec<f64>,
+/// What a sweep varies, over which values: checked and turned into settings by
+/// [`SweepPlan::plan`] (no model needed) and into a [`Sweep`] by [`SweepPlan::resolve`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum SweepPlan {
+    /// thinking budgets in tokens
+    Budgets(Vec<usize>),
+    /// numbers of forced "Wait" continuations
+    Waits(Vec<usize>),
+    /// weights of the steering direction in `file` (from `rhlens direction`)
+    Steer { file: PathBuf, weights: Vec<f64> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,64 +55,37 @@ pub struct Sweep {
     direction: Option<Tensor>,
 }
 
-impl SweepArgs {
-    /// Check the flags and list the settings (no model needed).
+impl SweepPlan {
+    pub fn budgets(budgets: Vec<usize>) -> Self {
+        Self::Budgets(budgets)
+    }
+
+    pub fn waits(waits: Vec<usize>) -> Self {
+        Self::Waits(waits)
+    }
+
+    pub fn steer(file: PathBuf, weights: Vec<f64>) -> Self {
+        Self::Steer { file, weights }
+    }
+
+    /// Check the plan and list its settings (no model needed).
     pub fn plan(&self) -> Result<(SweepKind, Vec<SweepSetting>)> {
-        let fmt_w = |w: f64| {
-            let s = format!("{w}");
-            if s.contains('.') || s.contains('e') {
-                s
-            } else {
-                format!("{s}.0")
-            }
+        let counts = |key: &str, values: &[usize]| -> Vec<SweepSetting> {
+            values
+                .iter()
+                .map(|&n| SweepSetting {
+                    key: format!("{key}={n}"),
+                    value: n as f64,
+                })
+                .collect()
         };
-        let (kind, settings): (SweepKind, Vec<SweepSetting>) = if !self.budgets.is_empty() {
-            (
-                SweepKind::Budgets,
-                self.budgets
-                    .iter()
-                    .map(|&b| SweepSetting {
-                        key: format!("budget={b}"),
-                        value: b as f64,
-                    })
-                    .collect(),
-            )
-        } else if !self.waits.is_empty() {
-            (
-                SweepKind::Waits,
-                self.waits
-                    .iter()
-                    .map(|&k| SweepSetting {
-                        key: format!("waits={k}"),
-                        value: k as f64,
-                    })
-                    .collect(),
-            )
-        } else if self.steer.is_some() {
-            if self.weights.is_empty() {
-                bail!("--steer needs --weights (e.g. --weights -0.1,0,0.1)");
-            }
-            if let Some(w) = self.weights.iter().find(|w| !w.is_finite()) {
-                bail!("steering weight {w} is not a finite number");
-            }
-            (
-                SweepKind::Steer,
-                self.weights
-                    .iter()
-                    .map(|&w| SweepSetting {
-                        key: format!("steer={}", fmt_w(w)),
-                        value: w,
-                    })
-                    .collect(),
-            )
-        } else {
-            bail!(
-                "say what to sweep: --budgets LIST, --waits LIST, or --steer FILE --weights LIST"
-            );
+        let (kind, settings) = match self {
+            Self::Budgets(b) if b.is_empty() => return invalid("budgets", "lists no budget"),
+            Self::Waits(w) if w.is_empty() => return invalid("waits", "lists no count"),
+            Self::Budgets(b) => (SweepKind::Budgets, counts("budget", b)),
+            Self::Waits(w) => (SweepKind::Waits, counts("waits", w)),
+            Self::Steer { file, weights } => (SweepKind::Steer, steer_settings(file, weights)?),
         };
-        if let Some(p) = &self.steer {
-            crate::steer::check_file(p)?;
-        }
         let mut keys: Vec<&str> = settings.iter().map(|s| s.key.as_str()).collect();
         keys.sort_unstable();
         if keys.windows(2).any(|w| w[0] == w[1]) {
@@ -133,17 +97,46 @@ impl SweepArgs {
     /// Resolve against a loaded model (reads the steering direction).
     pub fn resolve(&self, rt: &Runtime) -> Result<Sweep> {
         let (kind, settings) = self.plan()?;
-        let direction = match &self.steer {
-            Some(p) if kind == SweepKind::Steer => crate::steer::load_scaled(p, rt, 1.0)?,
-            _ => None,
+        let (steer_file, direction) = match self {
+            Self::Steer { file, .. } => (
+                Some(file.clone()),
+                crate::steer::load_scaled(file, rt, 1.0)?,
+            ),
+            _ => (None, None),
         };
         Ok(Sweep {
             kind,
             settings,
-            steer_file: self.steer.clone(),
+            steer_file,
             direction,
         })
     }
+}
+
+/// One setting per steering weight (`steer=0.05`, `steer=0.0`), after checking the file.
+fn steer_settings(file: &Path, weights: &[f64]) -> Result<Vec<SweepSetting>> {
+    if weights.is_empty() {
+        return invalid("steer", "needs `weights` (e.g. `weights` -0.1,0,0.1)");
+    }
+    if let Some(w) = weights.iter().find(|w| !w.is_finite()) {
+        bail!("steering weight {w} is not a finite number");
+    }
+    crate::steer::check_file(file)?;
+    let key = |w: f64| {
+        let s = format!("{w}");
+        if s.contains('.') || s.contains('e') {
+            s
+        } else {
+            format!("{s}.0")
+        }
+    };
+    Ok(weights
+        .iter()
+        .map(|&w| SweepSetting {
+            key: format!("steer={}", key(w)),
+            value: w,
+        })
+        .collect())
 }
 
 impl Sweep {
@@ -166,5 +159,42 @@ impl Sweep {
             }
         }
         (cfg, steering)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::InvalidSetting;
+
+    fn keys(plan: SweepPlan) -> Vec<String> {
+        let (_, settings) = plan.plan().unwrap();
+        settings.into_iter().map(|s| s.key).collect()
+    }
+
+    #[test]
+    fn plans_list_their_settings_by_key() {
+        assert_eq!(
+            keys(SweepPlan::budgets(vec![0, 100])),
+            ["budget=0", "budget=100"]
+        );
+        assert_eq!(keys(SweepPlan::waits(vec![2])), ["waits=2"]);
+        let (kind, _) = SweepPlan::waits(vec![1]).plan().unwrap();
+        assert_eq!(kind, SweepKind::Waits);
+    }
+
+    #[test]
+    fn plans_name_the_setting_they_lack() {
+        let e = SweepPlan::steer("d.safetensors".into(), vec![])
+            .plan()
+            .unwrap_err();
+        let setting = e.downcast_ref::<InvalidSetting>().unwrap();
+        assert_eq!(setting.setting, "steer");
+        assert_eq!(
+            setting.to_string(),
+            "steer needs weights (e.g. weights -0.1,0,0.1)"
+        );
+        assert!(SweepPlan::budgets(vec![5, 5]).plan().is_err());
+        assert!(SweepPlan::budgets(vec![]).plan().is_err());
     }
 }

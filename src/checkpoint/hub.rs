@@ -134,7 +134,7 @@ impl HubOptions {
     }
 }
 
-/// Resolve `--model`: an existing directory as is, else a Hub id via the cache (downloading
+/// Resolve a model spec: an existing directory as is, else a Hub id via the cache (downloading
 /// when allowed), using the process environment.
 pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     resolve_model_with(spec, &HubOptions::from_env())
@@ -148,7 +148,7 @@ pub fn resolve_model_with(spec: &str, opts: &HubOptions) -> Result<PathBuf> {
     }
     if path.exists() {
         return Err(CheckpointError::Hub(format!(
-            "`{spec}` is a file; --model expects a checkpoint directory or a Hub id (owner/name)"
+            "`{spec}` is a file, but a checkpoint directory or a Hub id (owner/name) was expected"
         )));
     }
     let Some(id) = HubId::parse(spec) else {

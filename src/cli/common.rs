@@ -1,13 +1,15 @@
 //! Flags shared by the commands that run a model.
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 
+use super::flags::Dtype;
 use crate::generate::{GenerateConfig, LengthControl, ThinkTags};
-use crate::model::{parse_device, parse_kind};
+use crate::model::DeviceRequest;
 use crate::runtime::{demo_image, demo_model_dir, Runtime};
 use crate::sampling::{Sampling, SamplingConfig};
+use crate::settings::{Sweep, SweepKind, SweepPlan, SweepSetting};
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -16,14 +18,18 @@ pub struct ModelArgs {
     #[arg(long)]
     pub model: Option<String>,
     /// Weights and activations dtype: f32, bf16 or f16
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    #[arg(long, default_value = "f32", hide_possible_values = true)]
+    pub dtype: Dtype,
     /// cpu, cuda, cuda:N or auto (CUDA when visible)
     #[arg(long, default_value = "auto")]
-    pub device: String,
+    pub device: DeviceRequest,
     /// CPU threads for libtorch (default: libtorch's choice)
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Resize images to at most N pixels (default: the checkpoint's max_pixels); a smaller image
+    /// needs less memory
+    #[arg(long)]
+    pub max_pixels: Option<usize>,
 }
 
 impl ModelArgs {
@@ -41,15 +47,23 @@ impl ModelArgs {
     }
 
     pub fn load(&self) -> Result<Runtime> {
-        let kind = parse_kind(&self.dtype)?;
-        let device = parse_device(&self.device)?;
+        let device = self.device.resolve()?;
         if let Some(n) = self.threads {
             if n < 1 {
                 anyhow::bail!("--threads must be at least 1 (got {n})");
             }
             tch::set_num_threads(n);
         }
-        Runtime::load(&self.model_spec(), kind, device)
+        let mut rt = Runtime::load(&self.model_spec(), self.dtype.0, device)?;
+        if let Some(n) = self.max_pixels {
+            let min = rt.image_config.min_pixels;
+            if n < min {
+                anyhow::bail!("--max-pixels {n} is below the checkpoint's min_pixels {min}");
+            }
+            rt.image_config.max_pixels = n;
+        }
+        super::exit::test_only_torch_failure();
+        Ok(rt)
     }
 }
 
@@ -188,4 +202,53 @@ pub fn generate_config(s: &SamplingArgs, l: &LengthArgs) -> GenerateConfig {
     };
     l.apply(&mut cfg);
     cfg
+}
+
+/// What a sweep or a benchmark run varies: one of --budgets, --waits, or --steer with --weights.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SweepArgs {
+    /// Thinking budgets in tokens, e.g. 0,100,200,300,400,500,600
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["waits", "weights"])]
+    pub budgets: Vec<usize>,
+    /// Numbers of forced "Wait" continuations, e.g. 0,1,2,3
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["budgets", "weights"])]
+    pub waits: Vec<usize>,
+    /// Steering direction file (from `rhlens direction`), with --weights
+    #[arg(long, conflicts_with_all = ["budgets", "waits"])]
+    pub steer: Option<PathBuf>,
+    /// Steering weights, e.g. -0.1,-0.05,0,0.05,0.1
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        requires = "steer"
+    )]
+    pub weights: Vec<f64>,
+}
+
+impl SweepArgs {
+    /// The library's plan for these flags.
+    pub fn sweep_plan(&self) -> Result<SweepPlan> {
+        Ok(if !self.budgets.is_empty() {
+            SweepPlan::budgets(self.budgets.clone())
+        } else if !self.waits.is_empty() {
+            SweepPlan::waits(self.waits.clone())
+        } else if let Some(file) = &self.steer {
+            SweepPlan::steer(file.clone(), self.weights.clone())
+        } else {
+            bail!(
+                "say what to sweep: --budgets LIST, --waits LIST, or --steer FILE --weights LIST"
+            );
+        })
+    }
+
+    /// Check the flags and list the settings (no model needed).
+    pub fn plan(&self) -> Result<(SweepKind, Vec<SweepSetting>)> {
+        self.sweep_plan()?.plan()
+    }
+
+    /// Resolve against a loaded model (reads the steering direction).
+    pub fn resolve(&self, rt: &Runtime) -> Result<Sweep> {
+        self.sweep_plan()?.resolve(rt)
+    }
 }

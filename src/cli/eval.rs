@@ -8,13 +8,12 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::common::{generate_config, LengthArgs, ModelArgs, SamplingArgs};
+use super::common::{generate_config, LengthArgs, ModelArgs, SamplingArgs, SweepArgs};
 use super::trace::ProbeArgs;
 use crate::bench::eval::{self, EvalPlan, EvalRequest, EvalSummary};
 use crate::bench::results::RecordKey;
 use crate::bench::runner::RunProgress;
 use crate::bench::{Shard, Split};
-use crate::settings::SweepArgs;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {

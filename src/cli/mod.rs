@@ -5,14 +5,16 @@ pub mod direction;
 pub mod doctor;
 pub mod dump;
 pub mod eval;
+pub mod exit;
 pub mod figures;
+pub mod flags;
 pub mod generate;
 pub mod layers;
 pub mod progress;
 pub mod sweep;
 pub mod trace;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,6 +55,17 @@ pub enum Command {
     Merge(bench_cmds::MergeArgs),
     /// Print the libtorch version and the devices rhlens can use
     Doctor,
+}
+
+impl Cli {
+    /// Parse the process's arguments; also returns the subcommand's name, for messages.
+    pub fn parse_args() -> Result<(Cli, String), clap::Error> {
+        let mut command = Cli::command();
+        let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+        let name = matches.subcommand_name().unwrap_or("rhlens").to_string();
+        let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        Ok((cli, name))
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {

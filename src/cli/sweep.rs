@@ -4,11 +4,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs};
+use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs, SweepArgs};
 use super::progress::bar;
 use super::trace::ProbeArgs;
 use crate::render::{render_sweep, RenderOptions};
-use crate::settings::SweepArgs;
 use crate::sweep::{run_sweep, SweepRequest};
 
 #[derive(Args, Debug)]

@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs, WaitsArg};
+use super::flags::AttnPrecision;
 use crate::probe::{traced_generation, ProbeConfig, TraceRequest};
 
 #[derive(Args, Debug, Clone)]
@@ -21,8 +22,8 @@ pub struct ProbeArgs {
     pub layers: Vec<usize>,
     /// Precision of the captured probabilities: `model` (as the model computes them, like Hugging
     /// Face's eager path) or `f32` (float32 even when the model runs in bf16/f16)
-    #[arg(long, default_value = "model")]
-    pub attn_precision: String,
+    #[arg(long, default_value = "model", hide_possible_values = true)]
+    pub attn_precision: AttnPrecision,
     /// Also capture the vision tower's attention (per block, per patch)
     #[arg(long)]
     pub vision_attention: bool,
@@ -30,16 +31,11 @@ pub struct ProbeArgs {
 
 impl ProbeArgs {
     pub fn config(&self) -> Result<ProbeConfig> {
-        let f32_probs = match self.attn_precision.as_str() {
-            "model" => false,
-            "f32" => true,
-            other => bail!("--attn-precision must be `model` or `f32` (got `{other}`)"),
-        };
         Ok(ProbeConfig {
             layers: self.layers.clone(),
             per_head: self.per_head,
             window: self.window,
-            f32_probs,
+            f32_probs: self.attn_precision.f32_probs(),
             visual_heads: self.per_head,
         })
     }

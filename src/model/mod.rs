@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{ModelConfig, Weights};
+use crate::error::invalid;
 use layers::Placement;
 pub use rope::RopeIndex;
 pub use sites::{
@@ -419,52 +420,84 @@ impl Qwen2_5Vl {
     }
 }
 
+/// The dtypes rhlens runs in and the names each answers to; the first name is the canonical one.
+pub const DTYPES: [(Kind, &[&str]); 3] = [
+    (Kind::Float, &["f32", "float32", "fp32"]),
+    (Kind::BFloat16, &["bf16", "bfloat16"]),
+    (Kind::Half, &["f16", "float16", "fp16"]),
+];
+
 /// Parse a dtype name.
 pub fn parse_kind(s: &str) -> Result<Kind> {
-    match s {
-        "f32" | "float32" | "fp32" => Ok(Kind::Float),
-        "bf16" | "bfloat16" => Ok(Kind::BFloat16),
-        "f16" | "float16" | "fp16" => Ok(Kind::Half),
-        other => bail!("unknown dtype `{other}` (use f32, bf16 or f16)"),
+    match DTYPES.iter().find(|(_, names)| names.contains(&s)) {
+        Some((kind, _)) => Ok(*kind),
+        None => bail!("unknown dtype `{s}` (use f32, bf16 or f16)"),
     }
 }
 
 pub fn kind_name(k: Kind) -> &'static str {
-    match k {
-        Kind::BFloat16 => "bf16",
-        Kind::Half => "f16",
-        _ => "f32",
+    match DTYPES.iter().find(|(kind, _)| *kind == k) {
+        Some((_, names)) => names[0],
+        None => "f32",
+    }
+}
+
+/// A device as asked for, before it is checked against what libtorch sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRequest {
+    Cpu,
+    /// CUDA when visible, else the CPU
+    Auto,
+    /// the first CUDA device
+    Cuda,
+    CudaOrdinal(usize),
+}
+
+impl std::str::FromStr for DeviceRequest {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "auto" => Ok(Self::Auto),
+            "cuda" | "gpu" => Ok(Self::Cuda),
+            other => match other
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse::<usize>().ok())
+            {
+                Some(i) => Ok(Self::CudaOrdinal(i)),
+                None => bail!("unknown device `{other}` (use cpu, cuda, cuda:N or auto)"),
+            },
+        }
+    }
+}
+
+impl DeviceRequest {
+    /// The device to run on; CUDA must be visible when asked for by name.
+    pub fn resolve(self) -> Result<Device> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Auto => Ok(Device::cuda_if_available()),
+            Self::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+            Self::Cuda => invalid(
+                "device",
+                "cuda was asked for but libtorch sees no CUDA device (try `device` cpu)",
+            ),
+            Self::CudaOrdinal(i) if (i as i64) < tch::Cuda::device_count() => Ok(Device::Cuda(i)),
+            Self::CudaOrdinal(i) => invalid(
+                "device",
+                format!(
+                    "cuda:{i}: libtorch sees {} CUDA device(s)",
+                    tch::Cuda::device_count()
+                ),
+            ),
+        }
     }
 }
 
 /// Parse a device name; `auto` picks CUDA when visible.
 pub fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(Device::cuda_if_available()),
-        "cuda" | "gpu" => {
-            if tch::Cuda::is_available() {
-                Ok(Device::Cuda(0))
-            } else {
-                bail!("--device cuda was asked for but libtorch sees no CUDA device (try --device cpu)")
-            }
-        }
-        other => {
-            if let Some(i) = other
-                .strip_prefix("cuda:")
-                .and_then(|i| i.parse::<usize>().ok())
-            {
-                if (i as i64) < tch::Cuda::device_count() {
-                    return Ok(Device::Cuda(i));
-                }
-                bail!(
-                    "--device {other}: libtorch sees {} CUDA device(s)",
-                    tch::Cuda::device_count()
-                );
-            }
-            bail!("unknown device `{other}` (use cpu, cuda, cuda:N or auto)")
-        }
-    }
+    s.parse::<DeviceRequest>()?.resolve()
 }
 
 pub fn device_name(d: Device) -> String {
