@@ -217,7 +217,7 @@ pub fn check_file(path: &Path) -> Result<Vec<usize>> {
 /// Load a direction and scale it for the model; `None` for weight 0 (exactly no steering).
 pub fn load_scaled(path: &Path, rt: &Runtime, weight: f64) -> Result<Option<Tensor>> {
     if !weight.is_finite() {
-        bail!("--steer-weight must be a finite number");
+        return crate::error::invalid("steer_weight", "must be a finite number");
     }
     check_file(path)?;
     let named = Tensor::read_safetensors(path)

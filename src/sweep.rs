@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 // Where eval records reduce their role shares too.
-pub use crate::formats::shares::role_shares;
+use crate::formats::shares::role_shares;
 use crate::formats::sweep::{SweepRow, SweepSummary};
 use crate::formats::trace::{Trace, TraceArrays, TraceMeta};
 use crate::formats::Role;
@@ -93,9 +93,12 @@ pub fn run_sweep(
                     && t.meta.settings.get("setting").and_then(|v| v.as_str())
                         == Some(setting.key.as_str());
                 if !same {
-                    anyhow::bail!(
-                        "{} holds a trace of another prompt, image or model; use a new --out directory",
-                        dir.display()
+                    return crate::error::invalid(
+                        "out",
+                        format!(
+                            "{} holds a trace of another prompt, image or model; use a new directory",
+                            dir.display()
+                        ),
                     );
                 }
                 // finished in an earlier run

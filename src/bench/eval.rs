@@ -26,12 +26,12 @@ use super::data::{load_bench, RecordProblem, Sample, Split};
 use super::results::{Manifest, ResultRecord, ResultsWriter, Setting, RESULTS_FILE};
 use super::runner::{run_resumable_batched, RunOptions, RunProgress, RunSummary, WorkItem};
 use super::shard::Shard;
+use crate::formats::shares::role_shares;
 use crate::generate::GenerateConfig;
 use crate::probe::run::{batchable, traced_generation_batch};
 use crate::probe::{traced_generation, ProbeConfig, TraceRequest, TracedRun};
 use crate::runtime::Runtime;
 use crate::settings::{Sweep, SweepSetting};
-use crate::sweep::role_shares;
 
 /// Everything an evaluation needs besides the model and the sweep.
 #[derive(Debug, Clone)]

@@ -149,7 +149,7 @@ impl Probe {
             );
         }
         if cfg.window == Some(0) {
-            anyhow::bail!("--window must be at least 1 step");
+            return crate::error::invalid("window", "must be at least 1 step");
         }
         let mut slot = vec![None; num_layers];
         for (i, &l) in cfg.layers.iter().enumerate() {
