@@ -94,6 +94,12 @@ impl SweepPlan {
         Ok((kind, settings))
     }
 
+    /// Refuse a plan whose settings could not all take effect with `base` (see [`check_settings`]).
+    pub fn check(&self, base: &GenerateConfig, samples: usize) -> Result<()> {
+        let (kind, settings) = self.plan()?;
+        check_settings(kind, &settings, base, samples)
+    }
+
     /// Resolve against a loaded model (reads the steering direction).
     pub fn resolve(&self, rt: &Runtime) -> Result<Sweep> {
         let (kind, settings) = self.plan()?;
@@ -139,7 +145,54 @@ fn steer_settings(file: &Path, weights: &[f64]) -> Result<Vec<SweepSetting>> {
         .collect())
 }
 
+/// Refuse settings that would silently do nothing, so no two rows of a sweep or an evaluation
+/// differ only in a label: a budget the token limit cuts before it is reached (those rows would
+/// all be the same cut-off chain), a thinking budget given to a sweep that sets its own, and
+/// several samples per setting under greedy decoding (identical samples).
+pub fn check_settings(
+    kind: SweepKind,
+    settings: &[SweepSetting],
+    base: &GenerateConfig,
+    samples: usize,
+) -> Result<()> {
+    if kind == SweepKind::Budgets {
+        if let Some(b) = base.length.think_budget {
+            return invalid(
+                "think_budget",
+                format!("{b} has no effect in a budget sweep: each setting sets the budget"),
+            );
+        }
+        let largest = settings.iter().map(|s| s.value as usize).max().unwrap_or(0);
+        let limit = base.max_new_tokens;
+        if largest >= limit {
+            return invalid(
+                "budgets",
+                format!(
+                    "reach {largest}, but generation stops at `max_new_tokens` {limit}: budgets \
+                     from {limit} on would all give the same cut-off chain; raise `max_new_tokens` \
+                     above the largest budget plus room for the answer"
+                ),
+            );
+        }
+    }
+    if samples > 1 && base.sampling.is_greedy() {
+        return invalid(
+            "samples",
+            format!(
+                "{samples} under greedy decoding would be {samples} identical generations; \
+                 sample instead (`temperature`, `top_p`, `top_k`)"
+            ),
+        );
+    }
+    Ok(())
+}
+
 impl Sweep {
+    /// Refuse settings that could not all take effect with `base` (see [`check_settings`]).
+    pub fn check(&self, base: &GenerateConfig, samples: usize) -> Result<()> {
+        check_settings(self.kind, &self.settings, base, samples)
+    }
+
     /// The generation config and steering tensor for one setting.
     pub fn apply(
         &self,

@@ -65,6 +65,7 @@ pub fn run_sweep(
     req: &SweepRequest<'_>,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<SweepSummary> {
+    sweep.check(&req.base, req.samples)?;
     std::fs::create_dir_all(req.out).with_context(|| format!("creating {}", req.out.display()))?;
     let samples = req.samples.max(1);
     let total = sweep.settings.len() * samples;

@@ -118,6 +118,7 @@ pub fn run(
     progress: &mut dyn RunProgress,
 ) -> Result<EvalSummary> {
     let req = &plan.request;
+    sweep.check(&req.generate, req.samples_per_setting as usize)?;
     let settings: Vec<Setting> = sweep
         .settings
         .iter()

@@ -70,9 +70,11 @@ fn parse_split(s: &str) -> Result<Split, String> {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     // checks in the order a user meets them: flags, the benchmark, then the model
-    args.sweep.plan()?;
     let generate = generate_config(&args.sampling, &args.length);
     generate.validate()?;
+    args.sweep
+        .sweep_plan()?
+        .check(&generate, args.samples as usize)?;
     let request = EvalRequest {
         bench: args.bench.clone(),
         model_name: args.model.label(),

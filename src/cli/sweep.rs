@@ -41,6 +41,7 @@ pub fn run(args: SweepCmd) -> Result<()> {
     let (_, settings) = args.sweep.plan()?;
     let cfg = generate_config(&args.sampling, &args.length);
     cfg.validate()?;
+    args.sweep.sweep_plan()?.check(&cfg, args.samples)?;
     let probe = args.probe.config()?;
     if args.samples == 0 {
         anyhow::bail!("--samples must be at least 1");

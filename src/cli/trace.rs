@@ -55,12 +55,13 @@ pub struct TraceArgs {
     pub waits: WaitsArg,
     #[command(flatten)]
     pub probe: ProbeArgs,
-    /// Steering direction file (from `rhlens direction`)
-    #[arg(long)]
+    /// Steering direction file (from `rhlens direction`), with --steer-weight
+    #[arg(long, requires = "steer_weight")]
     pub steer: Option<PathBuf>,
-    /// Weight of the steering direction
-    #[arg(long, default_value_t = 0.0, requires = "steer")]
-    pub steer_weight: f64,
+    /// Weight of the steering direction (0 is exactly no steering); required with --steer, since
+    /// a direction without a weight would silently change nothing
+    #[arg(long, requires = "steer", allow_hyphen_values = true)]
+    pub steer_weight: Option<f64>,
     /// Trace directory to write (trace.json + attention.safetensors)
     #[arg(long)]
     pub out: PathBuf,
@@ -91,7 +92,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         eprintln!("{note}");
     }
     let steering = match &args.steer {
-        Some(p) => crate::steer::load_scaled(p, &rt, args.steer_weight)?,
+        Some(p) => crate::steer::load_scaled(p, &rt, args.steer_weight.unwrap_or(0.0))?,
         None => None,
     };
     let image = args.input.image_path();
@@ -107,7 +108,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         force: args.force,
         settings: serde_json::json!({
             "steer": args.steer.as_ref().map(|p| p.to_string_lossy().into_owned()),
-            "steer_weight": args.steer_weight,
+            "steer_weight": args.steer_weight.unwrap_or(0.0),
         }),
     };
     let quiet = args.quiet;

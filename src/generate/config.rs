@@ -110,6 +110,21 @@ impl GenerateConfig {
         if self.max_new_tokens == 0 {
             return invalid("max_new_tokens", "must be at least 1");
         }
+        if let Some(b) = self
+            .length
+            .think_budget
+            .filter(|&b| b >= self.max_new_tokens)
+        {
+            // the budget would never close thinking: the token limit ends generation first
+            return invalid(
+                "think_budget",
+                format!(
+                    "{b} is never reached: generation stops at `max_new_tokens` {}; raise it \
+                     above the budget plus room for the answer",
+                    self.max_new_tokens
+                ),
+            );
+        }
         Ok(())
     }
 }

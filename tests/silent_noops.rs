@@ -1,0 +1,107 @@
+//! Settings that would silently do nothing are refused before any work: a budget sweep whose
+//! budgets the token limit cuts first (rows identical but for their label), a thinking budget the
+//! token limit never reaches, a thinking budget given to a budget sweep, several samples under
+//! greedy decoding, and a steering direction without a weight. Each ends in one `error:` line naming
+//! the flags concerned, and nothing is written.
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+
+fn rhlens(args: &[&str], cwd: &Path) -> Output {
+    std::process::Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run rhlens")
+}
+
+/// Runs `args` on the tiny checkpoint and checks the refusal: status, one line, the words.
+fn refused(args: &[&str], status: i32, words: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir("tiny-flat");
+    let image = image_path("wide");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend([
+        "--model",
+        model.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--out",
+        "out",
+    ]);
+    if args[0] != "eval" {
+        all.extend(["--image", image.to_str().unwrap(), "--prompt", "How many?"]);
+    }
+    let out = rhlens(&all, tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(out.status.code(), Some(status), "{args:?}: {stderr}");
+    assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+    for w in words {
+        assert!(
+            errors[0].contains(w),
+            "{args:?}: `{w}` not in {}",
+            errors[0]
+        );
+    }
+    assert!(
+        !tmp.path().join("out").exists(),
+        "{args:?} wrote its output"
+    );
+}
+
+#[test]
+fn budgets_the_token_limit_cuts_first_are_refused() {
+    let bench = root().join("assets").join("bench");
+    refused(
+        &["sweep", "--budgets", "0,4,8", "--max-new-tokens", "8"],
+        1,
+        &["--budgets", "8", "--max-new-tokens"],
+    );
+    refused(
+        &[
+            "eval",
+            "--bench",
+            bench.to_str().unwrap(),
+            "--budgets",
+            "0,300",
+        ],
+        1,
+        &["--budgets", "300", "--max-new-tokens 256"],
+    );
+    refused(
+        &["trace", "--think-budget", "12", "--max-new-tokens", "12"],
+        1,
+        &["--think-budget 12", "--max-new-tokens 12"],
+    );
+}
+
+#[test]
+fn a_thinking_budget_in_a_budget_sweep_is_refused() {
+    refused(
+        &["sweep", "--budgets", "0,2", "--think-budget", "1"],
+        1,
+        &["--think-budget 1", "budget sweep"],
+    );
+}
+
+#[test]
+fn several_samples_under_greedy_decoding_are_refused() {
+    refused(
+        &["sweep", "--budgets", "0,2", "--samples", "3"],
+        1,
+        &["--samples 3", "greedy", "--temperature"],
+    );
+}
+
+#[test]
+fn a_steering_direction_needs_a_weight() {
+    refused(
+        &["trace", "--steer", "direction.safetensors"],
+        2,
+        &["--steer-weight"],
+    );
+}
