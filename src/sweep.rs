@@ -4,12 +4,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-// Where eval records reduce their role shares too.
+use crate::formats::diff::first_difference;
 use crate::formats::shares::role_shares;
 use crate::formats::sweep::{SweepRow, SweepSummary};
 use crate::formats::trace::{Trace, TraceArrays, TraceMeta};
 use crate::formats::Role;
 use crate::generate::GenerateConfig;
+use crate::probe::run::recorded_settings;
 use crate::probe::{traced_generation, ProbeConfig, TraceRequest};
 use crate::runtime::Runtime;
 use crate::settings::{Sweep, SweepSetting};
@@ -59,6 +60,54 @@ fn row_from_trace(
 }
 
 /// Run (or resume) a sweep; `progress(done, total, label)` is called after each generation.
+fn steer_file(sweep: &Sweep) -> Option<String> {
+    sweep
+        .steer_file
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// A finished trace in `dir` may stand for `setting` only if it was made from the same prompt,
+/// image and model with the same settings; otherwise the sweep would mix in rows of another run.
+/// The refusal names the first option that differs.
+fn check_resumable(
+    t: &Trace,
+    dir: &Path,
+    rt: &Runtime,
+    req: &SweepRequest<'_>,
+    sweep: &Sweep,
+    setting: &SweepSetting,
+    cfg: &GenerateConfig,
+) -> Result<()> {
+    let same_input = t.meta.prompt == req.prompt
+        && t.meta.image.path == req.image.to_string_lossy()
+        && t.meta.model.path == rt.dir.to_string_lossy()
+        && t.meta.settings.get("setting").and_then(|v| v.as_str()) == Some(setting.key.as_str());
+    if !same_input {
+        return crate::error::invalid(
+            "out",
+            format!(
+                "{} holds a trace of another prompt, image or model; use a new directory",
+                dir.display()
+            ),
+        );
+    }
+    let mut now = recorded_settings(cfg, &req.probe);
+    now["steer"] = steer_file(sweep).into();
+    let saved = serde_json::Value::Object(t.meta.settings.clone());
+    match first_difference(&saved, &now) {
+        None => Ok(()),
+        Some((name, before, after)) => crate::error::invalid(
+            "out",
+            format!(
+                "{} holds a trace made with another `{name}` ({before} there, {after} now); \
+                 rerun with the same options or use a new directory",
+                dir.display()
+            ),
+        ),
+    }
+}
+
 pub fn run_sweep(
     rt: &Runtime,
     sweep: &Sweep,
@@ -87,21 +136,9 @@ pub fn run_sweep(
                 base.sampling.seed = Some(k as u64);
             }
             let seed = base.sampling.seed;
+            let (cfg, steering) = sweep.apply(setting, &base);
             if let Ok(t) = Trace::read(&dir) {
-                let same = t.meta.prompt == req.prompt
-                    && t.meta.image.path == req.image.to_string_lossy()
-                    && t.meta.model.path == rt.dir.to_string_lossy()
-                    && t.meta.settings.get("setting").and_then(|v| v.as_str())
-                        == Some(setting.key.as_str());
-                if !same {
-                    return crate::error::invalid(
-                        "out",
-                        format!(
-                            "{} holds a trace of another prompt, image or model; use a new directory",
-                            dir.display()
-                        ),
-                    );
-                }
+                check_resumable(&t, &dir, rt, req, sweep, setting, &cfg)?;
                 // finished in an earlier run
                 rows.push(row_from_trace(
                     setting, k, seed, &rel, &t.meta, &t.arrays, 0.0,
@@ -110,7 +147,6 @@ pub fn run_sweep(
                 progress(done, total, &format!("{} (done before)", setting.key));
                 continue;
             }
-            let (cfg, steering) = sweep.apply(setting, &base);
             let t0 = std::time::Instant::now();
             let tr = TraceRequest {
                 image: req.image,
@@ -128,7 +164,7 @@ pub fn run_sweep(
                     "setting": setting.key,
                     "value": setting.value,
                     "sample": k,
-                    "steer": sweep.steer_file.as_ref().map(|p| p.to_string_lossy().into_owned()),
+                    "steer": steer_file(sweep),
                 }),
             };
             let run = traced_generation(rt, &tr, &mut |_| {})

@@ -105,3 +105,89 @@ fn a_steering_direction_needs_a_weight() {
         &["--steer-weight"],
     );
 }
+
+/// Runs the same command twice into one folder, the second time with `second` appended, and
+/// checks that the second run is refused naming `flag` and leaves the first run's files alone.
+fn resume_refused(first: &[&str], second: &[&str], flag: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir("tiny-flat");
+    let mut args: Vec<&str> = first.to_vec();
+    args.extend([
+        "--model",
+        model.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--out",
+        "out",
+        "--quiet",
+    ]);
+    let out = rhlens(&args, tmp.path());
+    assert!(out.status.success(), "{out:?}");
+    let listing = |dir: &Path| {
+        let mut v: Vec<_> = walk(dir);
+        v.sort();
+        v
+    };
+    let before = listing(&tmp.path().join("out"));
+    args.extend(second);
+    let out = rhlens(&args, tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or("");
+    assert!(error.contains(flag), "`{flag}` not named: {stderr}");
+    assert_eq!(listing(&tmp.path().join("out")), before, "files changed");
+}
+
+/// Every file under `dir` with its size and modification time.
+fn walk(dir: &Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            let m = std::fs::metadata(&p).unwrap();
+            out.push((p, m.len(), m.modified().unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_sweep_resumed_with_other_settings_is_refused_naming_the_option() {
+    let image = image_path("wide");
+    let first = [
+        "sweep",
+        "--image",
+        image.to_str().unwrap(),
+        "--prompt",
+        "How many?",
+        "--budgets",
+        "0,2",
+        "--max-new-tokens",
+        "8",
+        "--no-figures",
+    ];
+    resume_refused(&first, &["--min-new-tokens", "2"], "--min-new-tokens");
+    resume_refused(&first, &["--answer-cue", "<answer>"], "--answer-cue");
+}
+
+#[test]
+fn an_evaluation_resumed_with_other_settings_is_refused_naming_the_option() {
+    let bench = root().join("assets").join("bench");
+    let first = [
+        "eval",
+        "--bench",
+        bench.to_str().unwrap(),
+        "--budgets",
+        "0,2",
+        "--max-new-tokens",
+        "6",
+        "--limit",
+        "1",
+    ];
+    resume_refused(&first, &["--min-new-tokens", "2"], "--min-new-tokens");
+}

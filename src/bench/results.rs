@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::data::{QuestionType, Sample, Split};
 use super::shard::Shard;
 use super::text::repair_jsonl_tail;
+use crate::formats::diff::first_difference;
 
 pub const RESULTS_FILE: &str = "results.jsonl";
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -389,14 +390,24 @@ impl Manifest {
         match Manifest::read(run_dir)? {
             None => self.write(run_dir),
             Some(old) => {
-                let what = self.difference(&old);
-                if let Some(what) = what {
-                    bail!(
-                        "{} holds a run with different {what}; resume with the same options or use a new output directory",
-                        run_dir.display()
+                let Some(what) = self.difference(&old) else {
+                    return Ok(());
+                };
+                // name the option when it is one of the generation settings
+                if let Some((name, before, now)) = first_difference(&old.config, &self.config) {
+                    return crate::error::invalid(
+                        "out",
+                        format!(
+                            "{} holds a run made with another `{name}` ({before} there, {now} \
+                             now); resume with the same options or use a new directory",
+                            run_dir.display()
+                        ),
                     );
                 }
-                Ok(())
+                bail!(
+                    "{} holds a run with different {what}; resume with the same options or use a new output directory",
+                    run_dir.display()
+                )
             }
         }
     }

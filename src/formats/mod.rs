@@ -1,6 +1,7 @@
 //! On-disk schemas, model-free: what rhlens writes and reads back (traces, token roles, sweep
 //! summaries) and the role-share reductions over saved traces. Everything here is plain data and
 //! file I/O, so `render` and `bench` can read saved runs without libtorch.
+pub mod diff;
 pub mod roles;
 pub mod shares;
 pub mod sweep;

@@ -87,16 +87,8 @@ fn setup(
             rt.model.vision.depth(),
         ));
     }
-    let mut settings = serde_json::json!({
-        "sampling": req.generate.sampling,
-        "max_new_tokens": req.generate.max_new_tokens,
-        "min_new_tokens": req.generate.min_new_tokens,
-        "tags": req.generate.tags,
-        "length_control": req.generate.length,
-        "per_head": req.probe.per_head,
-        "f32_probs": req.probe.f32_probs,
-        "attn_impl": format!("{:?}", rt.model.attn_impl).to_lowercase(),
-    });
+    let mut settings = recorded_settings(&req.generate, &req.probe);
+    settings["attn_impl"] = format!("{:?}", rt.model.attn_impl).to_lowercase().into();
     if let (Some(m), serde_json::Value::Object(extra)) = (settings.as_object_mut(), &req.settings) {
         for (k, v) in extra {
             m.insert(k.clone(), v.clone());
@@ -128,6 +120,20 @@ fn setup(
 }
 
 /// Generate with the probe attached and (optionally) save the trace.
+/// The generation and probe settings a trace records (`trace.json`'s `settings`, beside what the
+/// caller adds); a resumed sweep compares them with a finished trace's.
+pub fn recorded_settings(generate: &GenerateConfig, probe: &ProbeConfig) -> serde_json::Value {
+    serde_json::json!({
+        "sampling": generate.sampling,
+        "max_new_tokens": generate.max_new_tokens,
+        "min_new_tokens": generate.min_new_tokens,
+        "tags": generate.tags,
+        "length_control": generate.length,
+        "per_head": probe.per_head,
+        "f32_probs": probe.f32_probs,
+    })
+}
+
 pub fn traced_generation(
     rt: &Runtime,
     req: &TraceRequest<'_>,
