@@ -28,6 +28,9 @@ pub struct GenerationRecord {
     #[serde(default, alias = "thinking_text")]
     pub thinking: Option<String>,
     pub think_tokens: usize,
+    /// Where the record was read (`FILE:LINE`), so a failure names it.
+    #[serde(skip)]
+    pub origin: String,
 }
 
 /// Reads a JSONL of generation records; image paths are relative to the file's directory.
@@ -42,6 +45,7 @@ pub fn read_records(path: &Path) -> Result<Vec<GenerationRecord>> {
         }
         let mut r: GenerationRecord = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: not a generation record", path.display(), i + 1))?;
+        r.origin = format!("{}:{}", path.display(), i + 1);
         if r.image.is_relative() && !r.image.exists() {
             r.image = base.join(&r.image);
         }
@@ -97,7 +101,7 @@ pub fn thinking_residual(rt: &Runtime, rec: &GenerationRecord) -> Result<Tensor>
         }
     };
     if n_think == 0 {
-        bail!("a record has no thinking tokens");
+        bail!("the record has no thinking tokens");
     }
     let mut ids = prompt.input_ids.clone();
     let p = ids.len() as i64;
@@ -159,7 +163,7 @@ pub fn compute_direction(
     let mut mean = |set: &[&GenerationRecord]| -> Result<Tensor> {
         let mut acc: Option<Tensor> = None;
         for r in set {
-            let v = thinking_residual(rt, r)?;
+            let v = thinking_residual(rt, r).with_context(|| r.origin.clone())?;
             acc = Some(match acc {
                 Some(a) => a + v,
                 None => v,

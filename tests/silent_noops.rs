@@ -191,3 +191,48 @@ fn an_evaluation_resumed_with_other_settings_is_refused_naming_the_option() {
     ];
     resume_refused(&first, &["--min-new-tokens", "2"], "--min-new-tokens");
 }
+
+#[test]
+fn a_failing_record_is_named_by_its_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = image_path("wide");
+    let record = |ids: &str, think: usize| {
+        format!(
+            r#"{{"image": "{}", "prompt": "How many?", "generated_ids": [{ids}], "think_tokens": {think}}}"#,
+            image.display()
+        )
+    };
+    // line 1 long, line 2 short, line 3 short with no thinking tokens at all
+    let lines = [
+        record("370, 378, 25, 485, 519, 271", 6),
+        record("370, 378", 1),
+        record("", 0),
+    ];
+    let file = tmp.path().join("generations.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let model = model_dir("tiny-flat");
+    let args = [
+        "direction",
+        "--model",
+        model.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--generations",
+        file.to_str().unwrap(),
+        "--long-min",
+        "4",
+        "--short-max",
+        "2",
+        "--out",
+        "d.safetensors",
+    ];
+    let out = rhlens(&args, tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let line = "generations.jsonl:3";
+    assert!(
+        stderr.contains(line) && stderr.contains("no thinking tokens"),
+        "the failing record is not named: {stderr}"
+    );
+    assert!(!tmp.path().join("d.safetensors").exists());
+}
