@@ -10,7 +10,7 @@ use std::process::Output;
 
 use common::*;
 
-fn rhlens(args: &[&str], cwd: &Path) -> Output {
+fn rhlens<S: AsRef<std::ffi::OsStr>>(args: &[S], cwd: &Path) -> Output {
     std::process::Command::new(bin())
         .args(args)
         .current_dir(cwd)
@@ -18,22 +18,23 @@ fn rhlens(args: &[&str], cwd: &Path) -> Output {
         .expect("run rhlens")
 }
 
+/// `args` on the tiny checkpoint, on the CPU, writing to `out`.
+fn on_tiny_model(args: &[&str]) -> Vec<String> {
+    let model = model_dir("tiny-flat").to_string_lossy().into_owned();
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.extend(["--model".into(), model, "--device".into(), "cpu".into()]);
+    all.extend(["--out".into(), "out".into()]);
+    all
+}
+
 /// Runs `args` on the tiny checkpoint and checks the refusal: status, one line, the words.
 fn refused(args: &[&str], status: i32, words: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
-    let model = model_dir("tiny-flat");
     let image = image_path("wide");
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend([
-        "--model",
-        model.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--out",
-        "out",
-    ]);
+    let mut all = on_tiny_model(args);
     if args[0] != "eval" {
-        all.extend(["--image", image.to_str().unwrap(), "--prompt", "How many?"]);
+        let input = ["--image", image.to_str().unwrap(), "--prompt", "How many?"];
+        all.extend(input.map(String::from));
     }
     let out = rhlens(&all, tmp.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -110,17 +111,8 @@ fn a_steering_direction_needs_a_weight() {
 /// checks that the second run is refused naming `flag` and leaves the first run's files alone.
 fn resume_refused(first: &[&str], second: &[&str], flag: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let model = model_dir("tiny-flat");
-    let mut args: Vec<&str> = first.to_vec();
-    args.extend([
-        "--model",
-        model.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--out",
-        "out",
-        "--quiet",
-    ]);
+    let mut args = on_tiny_model(first);
+    args.push("--quiet".into());
     let out = rhlens(&args, tmp.path());
     assert!(out.status.success(), "{out:?}");
     let listing = |dir: &Path| {
@@ -129,7 +121,7 @@ fn resume_refused(first: &[&str], second: &[&str], flag: &str) {
         v
     };
     let before = listing(&tmp.path().join("out"));
-    args.extend(second);
+    args.extend(second.iter().map(|a| a.to_string()));
     let out = rhlens(&args, tmp.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
