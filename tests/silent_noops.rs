@@ -228,3 +228,42 @@ fn a_failing_record_is_named_by_its_file_and_line() {
     );
     assert!(!tmp.path().join("d.safetensors").exists());
 }
+
+#[test]
+fn waits_that_never_happen_are_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir("tiny-flat");
+    let image = image_path("wide");
+    let args = [
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--prompt",
+        "q",
+        "--waits",
+        "2",
+        "--max-new-tokens",
+        "10",
+        "--json",
+    ];
+    let out = rhlens(&args, tmp.path());
+    assert!(out.status.success(), "{out:?}");
+    let g: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let waits = g["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "wait")
+        .count();
+    // greedy on this checkpoint: thinking never ends within 10 tokens, so no wait can be inserted
+    assert_eq!(waits, 0, "{g}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: --waits 2") && stderr.contains("2 wait(s) never inserted"),
+        "{stderr}"
+    );
+}

@@ -53,6 +53,11 @@ pub fn flag(setting: &str) -> String {
     }
 }
 
+/// A warning about a setting that did not take effect, in flag terms, on stderr.
+pub fn warn(setting: &crate::error::InvalidSetting) {
+    eprintln!("warning: {}", setting.phrase(&flag));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

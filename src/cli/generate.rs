@@ -59,6 +59,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         Default::default(),
         &mut on_text,
     )?;
+    if let Some(w) = g.unmet_waits(&cfg) {
+        super::flags::warn(&w);
+    }
     if args.json {
         let v = json!({
             "text": g.text,

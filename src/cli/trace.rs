@@ -124,6 +124,9 @@ pub fn run(args: TraceArgs) -> Result<()> {
         println!();
     }
     let g = &run.generation;
+    if let Some(w) = g.unmet_waits(&req.generate) {
+        super::flags::warn(&w);
+    }
     eprintln!(
         "trace: {} ({} steps x {} layers; {} thinking + {} answer tokens; stopped by {})",
         args.out.display(),

@@ -2,6 +2,9 @@
 //! why it stopped, and how long it took.
 use serde::{Deserialize, Serialize};
 
+use super::config::GenerateConfig;
+use crate::error::InvalidSetting;
+
 /// What happened at a generated position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,6 +58,30 @@ pub struct Generation {
     pub stop_reason: StopReason,
     pub events: Vec<Event>,
     pub timing: Timing,
+}
+
+impl Generation {
+    /// "Wait" reopenings that `cfg` asked for but that never happened because thinking did not
+    /// end again within the token limit: the run then looks like one with fewer waits.
+    pub fn unmet_waits(&self, cfg: &GenerateConfig) -> Option<InvalidSetting> {
+        let asked = cfg.length.waits;
+        let inserted = self
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::Wait && e.text == cfg.length.wait_text)
+            .count();
+        (inserted < asked).then(|| {
+            InvalidSetting::new(
+                "waits",
+                format!(
+                    "{asked} asked, but thinking ended only {inserted} time(s) within \
+                     `max_new_tokens` {}: {} wait(s) never inserted",
+                    cfg.max_new_tokens,
+                    asked - inserted
+                ),
+            )
+        })
+    }
 }
 
 /// Wall-clock timing of one generation.
