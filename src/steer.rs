@@ -184,8 +184,11 @@ pub fn compute_direction(
 
 pub fn save(d: &Direction, path: &Path) -> Result<()> {
     let counts = Tensor::from_slice(&[d.n_long as i64, d.n_short as i64]);
-    Tensor::write_safetensors(&[("direction", &d.direction), ("counts", &counts)], path)
-        .with_context(|| format!("writing {}", path.display()))
+    let named = [("direction", &d.direction), ("counts", &counts)];
+    crate::fsutil::replace_with(path, |tmp| {
+        Tensor::write_safetensors(&named, tmp).map_err(std::io::Error::other)
+    })
+    .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Check that `path` is a steering file (a safetensors file with a 2-D float `direction`) without

@@ -116,6 +116,8 @@ pub fn run_sweep(
 ) -> Result<SweepSummary> {
     sweep.check(&req.base, req.samples)?;
     std::fs::create_dir_all(req.out).with_context(|| format!("creating {}", req.out.display()))?;
+    // one writer per sweep folder, until the summary is written
+    let _lock = crate::fsutil::RunLock::acquire(req.out)?;
     let samples = req.samples.max(1);
     let total = sweep.settings.len() * samples;
     let mut rows = Vec::new();

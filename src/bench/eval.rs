@@ -124,6 +124,8 @@ pub fn run(
         .iter()
         .map(|s| Setting::new(&s.key, s.value))
         .collect();
+    // one writer per run folder: two would answer every key twice
+    let _lock = crate::fsutil::RunLock::acquire(&req.out)?;
     manifest(plan, sweep, &settings).write_or_check(&req.out)?;
     let mut writer = ResultsWriter::open(&req.out)?;
     let opts = RunOptions {

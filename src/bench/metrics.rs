@@ -466,7 +466,8 @@ pub fn rhauc_json(models: &[ModelRhAuc]) -> Value {
 
 pub fn write_rhauc_json(path: &Path, models: &[ModelRhAuc]) -> Result<()> {
     let text = serde_json::to_string_pretty(&RhAucReport::new(models))?;
-    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+    crate::fsutil::write_atomic(path, (text + "\n").as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn opt_num(v: Option<f64>) -> String {
@@ -499,10 +500,13 @@ pub fn metrics_csv(rows: &[SettingMetrics]) -> String {
 /// Write `metrics.json` (an array of row objects) and `metrics.csv` into `run_dir`.
 pub fn write_metrics(run_dir: &Path, rows: &[SettingMetrics]) -> Result<()> {
     let json_path = run_dir.join(METRICS_JSON);
-    std::fs::write(&json_path, serde_json::to_string_pretty(rows)? + "\n")
-        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    crate::fsutil::write_atomic(
+        &json_path,
+        (serde_json::to_string_pretty(rows)? + "\n").as_bytes(),
+    )
+    .with_context(|| format!("cannot write {}", json_path.display()))?;
     let csv_path = run_dir.join(METRICS_CSV);
-    std::fs::write(&csv_path, metrics_csv(rows))
+    crate::fsutil::write_atomic(&csv_path, metrics_csv(rows).as_bytes())
         .with_context(|| format!("cannot write {}", csv_path.display()))
 }
 

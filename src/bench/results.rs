@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -299,10 +299,8 @@ impl ResultsWriter {
     pub fn append(&mut self, rec: &ResultRecord) -> Result<()> {
         let mut line = serde_json::to_string(rec).context("cannot serialise result record")?;
         line.push('\n');
-        // One write call per line keeps a torn write confined to the last line.
-        self.file
-            .write_all(line.as_bytes())
-            .and_then(|_| self.file.sync_data())
+        // a failed append (a full disk) is cut back, so the file still ends with a whole line
+        crate::fsutil::append_whole(&mut self.file, line.as_bytes())
             .with_context(|| format!("cannot write to {}", self.path.display()))?;
         self.done.insert(rec.key());
         Ok(())
@@ -380,7 +378,7 @@ impl Manifest {
             .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
         let path = run_dir.join(MANIFEST_FILE);
         let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(&path, text + "\n")
+        crate::fsutil::write_atomic(&path, (text + "\n").as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))
     }
 

@@ -87,17 +87,15 @@ pub fn read_scores(path: &Path) -> Result<Vec<ScoreRecord>> {
 
 /// Write `scores.jsonl` (through a temporary file, so a reader never sees half of it).
 pub fn write_scores(path: &Path, scores: &[ScoreRecord]) -> Result<()> {
-    let tmp = path.with_extension("jsonl.tmp");
-    {
-        let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut w = BufWriter::new(f);
+    crate::fsutil::replace_with(path, |tmp| {
+        let mut w = BufWriter::new(File::create(tmp)?);
         for s in scores {
             serde_json::to_writer(&mut w, s)?;
             w.write_all(b"\n")?;
         }
-        w.flush()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+        w.flush()
+    })
+    .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Group score records by model (in first-seen order).

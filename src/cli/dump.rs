@@ -83,8 +83,11 @@ pub fn run(args: DumpArgs) -> Result<()> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    Tensor::write_safetensors(&named, &args.out)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    // a temporary file renamed into place: a killed or failed dump leaves no truncated file
+    crate::fsutil::replace_with(&args.out, |tmp| {
+        Tensor::write_safetensors(&named, tmp).map_err(std::io::Error::other)
+    })
+    .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!(
         "wrote {} ({} tokens, {} image tokens, {captured})",
         args.out.display(),

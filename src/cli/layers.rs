@@ -185,10 +185,10 @@ pub fn run(args: LayersArgs) -> Result<()> {
         layers as i64,
         3,
     ]);
-    tch::Tensor::write_safetensors(
-        &[("prompt_role_attention", &t_mean), ("per_sample", &t_all)],
-        args.out.join("allocation.safetensors"),
-    )?;
+    let named = [("prompt_role_attention", &t_mean), ("per_sample", &t_all)];
+    crate::fsutil::replace_with(&args.out.join("allocation.safetensors"), |tmp| {
+        tch::Tensor::write_safetensors(&named, tmp).map_err(std::io::Error::other)
+    })?;
     if !args.quiet {
         println!(
             "{:>5} {:>8} {:>8} {:>12}",

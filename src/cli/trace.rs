@@ -1,13 +1,19 @@
 //! `rhlens trace`: generate with the attention probe and save the trace directory.
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::Args;
 
 use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs, WaitsArg};
 use super::flags::AttnPrecision;
-use crate::probe::{traced_generation, ProbeConfig, TraceRequest};
+use crate::fsutil::lock::holder_of;
+use crate::probe::run::{
+    traced_generation_with, Checkpoints, Interrupted, DEFAULT_CHECKPOINT_EVERY,
+};
+use crate::probe::{ProbeConfig, TraceRequest};
 
 #[derive(Args, Debug, Clone)]
 pub struct ProbeArgs {
@@ -68,6 +74,11 @@ pub struct TraceArgs {
     /// Replace an existing trace directory
     #[arg(long)]
     pub force: bool,
+    /// Save the trace so far every N generated steps (complete: false until the end), so that a
+    /// killed run leaves a partial trace; 0 saves only at the end. SIGINT or SIGTERM (a job's
+    /// time limit) saves what was captured and exits with status 1
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CHECKPOINT_EVERY)]
+    pub checkpoint_every: usize,
     /// No streamed text
     #[arg(long)]
     pub quiet: bool,
@@ -78,12 +89,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     cfg.length.waits = args.waits.waits;
     cfg.validate()?;
     let probe = args.probe.config()?;
-    if args.out.exists() && !args.force {
-        bail!(
-            "{} already exists: choose another --out or pass --force to replace it",
-            args.out.display()
-        );
-    }
+    check_out(&args.out, args.force)?;
     if let Some(p) = &args.steer {
         crate::steer::check_file(p)?;
     }
@@ -119,7 +125,23 @@ pub fn run(args: TraceArgs) -> Result<()> {
             let _ = out.flush();
         }
     };
-    let run = traced_generation(&rt, &req, &mut on_text)?;
+    let stop = stop_on_signals()?;
+    let checkpoints = Checkpoints {
+        every: args.checkpoint_every,
+        stop: Some(&stop),
+    };
+    let run = traced_generation_with(&rt, &req, checkpoints, &mut on_text).map_err(|e| {
+        let hint = e.downcast_ref::<Interrupted>().map(|i| {
+            format!(
+                "{i}; draw it with `rhlens figures --trace {} --allow-partial`",
+                i.dir.display()
+            )
+        });
+        match hint {
+            Some(hint) => e.context(hint),
+            None => e,
+        }
+    })?;
     if !quiet {
         println!();
     }
@@ -137,4 +159,37 @@ pub fn run(args: TraceArgs) -> Result<()> {
         g.stop_reason.as_str()
     );
     Ok(())
+}
+
+/// An output directory in use by another process is refused naming it; an existing one is
+/// refused without --force.
+fn check_out(out: &Path, force: bool) -> Result<()> {
+    if let Some(pid) = holder_of(out) {
+        bail!(
+            "{} is being written by another rhlens process (pid {pid}); wait for it to finish, \
+             stop it, or choose another --out",
+            out.display()
+        );
+    }
+    if out.exists() && !force {
+        bail!(
+            "{} already exists: choose another --out or pass --force to replace it",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// A flag raised by SIGINT or SIGTERM (what Slurm sends at its time limit), so that the trace is
+/// saved and the run ends; a second signal while the flag is up ends the process at once.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // registered first, so it sees the flag as the first signal left it
+        flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))?;
+        flag::register(signal, Arc::clone(&stop))?;
+    }
+    Ok(stop)
 }

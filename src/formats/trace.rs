@@ -15,7 +15,7 @@
 //! Python: `json.load(open(dir + "/trace.json"))` and
 //! `safetensors.numpy.load_file(dir + "/attention.safetensors")`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -34,6 +34,9 @@ pub const TRACE_FORMAT_VERSION: u32 = 1;
 pub const TRACE_JSON: &str = "trace.json";
 /// Array file name inside a trace directory.
 pub const ATTENTION_FILE: &str = "attention.safetensors";
+/// How long the run took, inside a trace directory (the one file that differs between two
+/// identical runs, hence not part of trace.json).
+pub const TIMING_FILE: &str = "timing.json";
 
 /// Array names inside `attention.safetensors`.
 pub mod names {
@@ -193,6 +196,10 @@ pub struct TraceMeta {
     pub steps: usize,
     /// Generated token ids, in order.
     pub generated_ids: Vec<u32>,
+    /// The text of each generated token alone (special tokens included), in the order of
+    /// `generated_ids`; empty in traces written before it was recorded.
+    #[serde(default)]
+    pub tokens: Vec<String>,
     /// Decoded generated text.
     pub text: String,
     /// The thinking part of `text`.
@@ -228,6 +235,7 @@ impl Default for TraceMeta {
             window: None,
             steps: 0,
             generated_ids: Vec::new(),
+            tokens: Vec::new(),
             text: String::new(),
             thinking: String::new(),
             answer: String::new(),
@@ -451,6 +459,12 @@ fn check_steps_spans_events(meta: &TraceMeta) -> Result<(), String> {
             meta.steps
         ));
     }
+    if !meta.tokens.is_empty() && meta.tokens.len() != generated {
+        return Err(format!(
+            "{} token strings listed for {generated} generated ids",
+            meta.tokens.len()
+        ));
+    }
     let positions = meta.prompt_tokens + generated;
     for s in &meta.spans {
         if meta.role_index_by_name(&s.role).is_none() {
@@ -667,13 +681,48 @@ pub fn arrays_to_bytes(arrays: &TraceArrays) -> Result<Vec<u8>, String> {
             TensorView::new(Dtype::F32, shape.clone(), data).map_err(|e| format!("{name}: {e}"))?;
         views.push((name.to_string(), view));
     }
-    let mut metadata = HashMap::new();
-    metadata.insert("format".to_string(), TRACE_FORMAT.to_string());
-    metadata.insert(
-        "format_version".to_string(),
-        TRACE_FORMAT_VERSION.to_string(),
+    let metadata = BTreeMap::from([
+        ("format".to_string(), TRACE_FORMAT.to_string()),
+        (
+            "format_version".to_string(),
+            TRACE_FORMAT_VERSION.to_string(),
+        ),
+    ]);
+    serialize_ordered(views, &metadata)
+}
+
+/// safetensors bytes whose header lists `metadata` in key order. The safetensors crate keeps
+/// metadata in a `HashMap`, whose order changes from run to run, so two identical runs would
+/// write different bytes; its tensors come out in a fixed order (by dtype, then name), so the
+/// header is rebuilt from a metadata-free serialisation with the metadata put first.
+pub fn serialize_ordered<'a>(
+    views: Vec<(String, TensorView<'a>)>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, String> {
+    let plain = safetensors::serialize(views, &None).map_err(|e| e.to_string())?;
+    let n = u64::from_le_bytes(plain[..8].try_into().map_err(|_| "short header")?) as usize;
+    let header = std::str::from_utf8(&plain[8..8 + n])
+        .map_err(|e| e.to_string())?
+        .trim_end();
+    let tensors = &header[1..header.len() - 1];
+    let mut out_header = format!(
+        "{{\"__metadata__\":{}",
+        serde_json::to_string(metadata).map_err(|e| e.to_string())?
     );
-    safetensors::serialize(views, &Some(metadata)).map_err(|e| e.to_string())
+    if !tensors.is_empty() {
+        out_header.push(',');
+        out_header.push_str(tensors);
+    }
+    out_header.push('}');
+    // the data must start 8-byte aligned, as the safetensors crate pads
+    while out_header.len() % 8 != 0 {
+        out_header.push(' ');
+    }
+    let mut out = Vec::with_capacity(plain.len() + out_header.len());
+    out.extend_from_slice(&(out_header.len() as u64).to_le_bytes());
+    out.extend_from_slice(out_header.as_bytes());
+    out.extend_from_slice(&plain[8 + n..]);
+    Ok(out)
 }
 
 /// Writes a trace directory: [`TraceWriter::create`] when the run starts, then
@@ -702,13 +751,17 @@ impl TraceWriter {
                     ),
                 });
             }
-            let non_empty = fs::read_dir(dir).map_err(io(dir))?.next().is_some();
+            // the run's own lock file does not count
+            let non_empty = fs::read_dir(dir)
+                .map_err(io(dir))?
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name() != crate::fsutil::LOCK_FILE);
             if non_empty && !force {
                 return Err(TraceError::Exists {
                     dir: dir.to_path_buf(),
                 });
             }
-            for name in [TRACE_JSON, ATTENTION_FILE] {
+            for name in [TRACE_JSON, ATTENTION_FILE, TIMING_FILE] {
                 let p = dir.join(name);
                 if p.exists() {
                     fs::remove_file(&p).map_err(io(&p))?;
@@ -763,6 +816,15 @@ impl TraceWriter {
         // Arrays first: trace.json only says complete once the arrays are in place.
         write_atomic(&self.dir, ATTENTION_FILE, &bytes)?;
         self.write_meta(&m, complete)
+    }
+
+    /// Writes `timing.json` (prefill and decode times, memory), before [`TraceWriter::finish`].
+    pub fn write_timing(&self, timing: &serde_json::Value) -> Result<(), TraceError> {
+        let path = self.dir.join(TIMING_FILE);
+        let mut text = serde_json::to_string_pretty(timing)
+            .map_err(|source| TraceError::Json { path, source })?;
+        text.push('\n');
+        write_atomic(&self.dir, TIMING_FILE, text.as_bytes())
     }
 
     fn write_meta(&self, meta: &TraceMeta, complete: bool) -> Result<(), TraceError> {

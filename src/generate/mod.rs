@@ -242,8 +242,13 @@ fn advance(
 ) -> Result<(i64, Next)> {
     let choice = row.choose(logits)?;
     let accepted = row.accept(choice)?;
-    if let (Some(at), Some(o)) = (accepted.answer_start, observer) {
-        o.set_answer_start(at);
+    if let Some(o) = observer {
+        if let Some(at) = accepted.answer_start {
+            o.set_answer_start(at);
+        }
+        if accepted.next == Next::Continue {
+            o.on_token(row)?;
+        }
     }
     Ok((choice.token, accepted.next))
 }

@@ -1,6 +1,7 @@
 //! What may watch or steer a generation's forward passes, and how a batch shares them out.
 use tch::Tensor;
 
+use super::row::Row;
 use crate::model::{AttentionInputs, Captured, ForwardOptions, Observer, Site};
 
 /// Hooks a probe uses to follow steps. Step s is the query that produced generated token s.
@@ -9,6 +10,12 @@ pub trait StepObserver: Observer {
     fn rollback(&mut self, _steps: usize) {}
     /// The thinking block closed: generated tokens from `index` on are the answer.
     fn set_answer_start(&mut self, _index: usize) {}
+    /// `row` accepted a token and decoding goes on (so the steps observed so far are exactly
+    /// its generated tokens). An error stops the generation with that error (a trace saves
+    /// here, and stops when asked to).
+    fn on_token(&mut self, _row: &Row<'_>) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Optional attachments to a generation.

@@ -31,6 +31,8 @@ pub struct Event {
 pub enum StopReason {
     Eos,
     MaxNewTokens,
+    /// The run was stopped before it ended (a signal); what it generated so far is kept.
+    Interrupted,
 }
 
 impl StopReason {
@@ -38,6 +40,7 @@ impl StopReason {
         match self {
             StopReason::Eos => "eos",
             StopReason::MaxNewTokens => "max_new_tokens",
+            StopReason::Interrupted => "interrupted",
         }
     }
 }

@@ -273,6 +273,16 @@ impl<'g> Row<'g> {
         let Some(stop_reason) = self.stop else {
             bail!("the generation has not stopped");
         };
+        self.generation(stop_reason)
+    }
+
+    /// The generation so far, for saving an unfinished run: stopped as `interrupted` unless it
+    /// has already stopped.
+    pub fn so_far(&self) -> Result<Generation> {
+        self.generation(self.stop.unwrap_or(StopReason::Interrupted))
+    }
+
+    fn generation(&self, stop_reason: StopReason) -> Result<Generation> {
         let text = self.tokenizer.decode(&self.ids, true)?;
         let answer_start = self.closed_at.unwrap_or(self.ids.len());
         let (thinking, answer) = split_thinking(&text, &self.cfg.tags);
@@ -283,8 +293,8 @@ impl<'g> Row<'g> {
             .filter(|(t, f)| !**f && !self.eos_ids.contains(t))
             .count();
         Ok(Generation {
-            generated_ids: self.ids,
-            forced: self.forced,
+            generated_ids: self.ids.clone(),
+            forced: self.forced.clone(),
             text,
             thinking,
             answer,
@@ -292,7 +302,7 @@ impl<'g> Row<'g> {
             answer_tokens,
             answer_start,
             stop_reason,
-            events: self.events,
+            events: self.events.clone(),
             timing: Timing::default(),
         })
     }

@@ -1,5 +1,11 @@
 //! One traced generation from image + prompt to a saved trace, and the prompt-only analysis.
+//!
+//! A trace being written is saved as it grows ([`Checkpoints`]): every N steps the arrays and
+//! metadata captured so far replace the previous save (`complete: false`), and when the caller's
+//! stop flag is raised (a signal handler: Slurm's time limit sends SIGTERM) the trace is saved
+//! as it is and the run ends with [`Interrupted`], which says where the partial trace is.
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use ndarray::Array2;
@@ -8,9 +14,11 @@ use tch::Tensor;
 use super::capture::{Probe, ProbeConfig, VisionProbe};
 use super::record::{finish_meta, trace_arrays, trace_meta};
 use super::roles::prompt_roles;
+use crate::checkpoint::TextTokenizer;
 use crate::formats::trace::{TraceArrays, TraceMeta, TraceWriter};
-use crate::generate::{GenerateConfig, Generation, Generator, Hooks};
-use crate::model::ForwardOptions;
+use crate::fsutil::RunLock;
+use crate::generate::{GenerateConfig, Generation, Generator, Hooks, Row, StepObserver};
+use crate::model::{Captured, ForwardOptions, Observer, Site};
 use crate::runtime::{Prompt, Runtime};
 
 pub struct TraceRequest<'a> {
@@ -57,6 +65,30 @@ fn new_probe(
     )
 }
 
+/// Steps between saves of a trace being written, unless the caller says otherwise.
+pub const DEFAULT_CHECKPOINT_EVERY: usize = 64;
+
+/// When a trace being written is saved before its run ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Checkpoints<'a> {
+    /// Save every this many steps (0: only at the end).
+    pub every: usize,
+    /// Raised (by a signal handler) to stop: the trace is saved as it is and the run returns
+    /// [`Interrupted`].
+    pub stop: Option<&'a AtomicBool>,
+}
+
+/// A traced generation stopped by its caller's stop flag; the trace so far is saved.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted after {steps} steps: the partial trace (complete: false, {steps} steps) is in {}",
+    dir.display()
+)]
+pub struct Interrupted {
+    pub dir: PathBuf,
+    pub steps: usize,
+}
+
 /// Everything a traced generation sets up before generating.
 struct Setup {
     prompt: Prompt,
@@ -64,6 +96,8 @@ struct Setup {
     layers: Vec<usize>,
     meta: TraceMeta,
     writer: Option<TraceWriter>,
+    /// held while the trace directory is written
+    lock: Option<RunLock>,
 }
 
 fn setup(
@@ -103,6 +137,7 @@ fn setup(
         l
     };
     let meta = trace_meta(rt, &prompt, &layers, req.probe.window, settings);
+    let lock = req.out.map(RunLock::acquire).transpose()?;
     let writer = match req.out {
         Some(dir) => Some(TraceWriter::create(dir, &meta, req.force)?),
         None => None,
@@ -114,6 +149,7 @@ fn setup(
             layers,
             meta,
             writer,
+            lock,
         },
         probe,
     ))
@@ -139,10 +175,27 @@ pub fn traced_generation(
     req: &TraceRequest<'_>,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<TracedRun> {
+    traced_generation_with(rt, req, Checkpoints::default(), on_text)
+}
+
+/// [`traced_generation`] that saves the trace as it grows and stops when asked
+/// (see [`Checkpoints`]); without an output directory there is nothing to save.
+pub fn traced_generation_with(
+    rt: &Runtime,
+    req: &TraceRequest<'_>,
+    checkpoints: Checkpoints<'_>,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<TracedRun> {
     let generator = Generator::new(&rt.model, &rt.tokenizer);
     let (su, mut probe) = setup(rt, &generator, req)?;
+    let mut saver = Saver {
+        probe: &mut probe,
+        su: &su,
+        tokenizer: &rt.tokenizer,
+        checkpoints,
+    };
     let hooks = Hooks {
-        observer: Some(&mut probe),
+        observer: Some(&mut saver),
         steering: req.steering,
     };
     let generation = generator.run(
@@ -152,7 +205,57 @@ pub fn traced_generation(
         hooks,
         on_text,
     )?;
-    finish_run(su, &probe, generation)
+    finish_run(su, &probe, generation, &rt.tokenizer)
+}
+
+/// The probe, plus saving the trace every few steps and stopping when the flag is raised.
+struct Saver<'s> {
+    probe: &'s mut Probe,
+    su: &'s Setup,
+    tokenizer: &'s TextTokenizer,
+    checkpoints: Checkpoints<'s>,
+}
+
+impl Observer for Saver<'_> {
+    fn wants(&self, site: Site) -> bool {
+        self.probe.wants(site)
+    }
+    fn on_capture(&mut self, site: Site, value: Captured<'_>) {
+        self.probe.on_capture(site, value)
+    }
+}
+
+impl StepObserver for Saver<'_> {
+    fn rollback(&mut self, steps: usize) {
+        StepObserver::rollback(self.probe, steps)
+    }
+    fn set_answer_start(&mut self, index: usize) {
+        Probe::set_answer_start(self.probe, index)
+    }
+    fn on_token(&mut self, row: &Row<'_>) -> Result<()> {
+        let Some(writer) = &self.su.writer else {
+            return Ok(());
+        };
+        let stop = self
+            .checkpoints
+            .stop
+            .is_some_and(|s| s.load(Ordering::Relaxed));
+        let every = self.checkpoints.every;
+        let steps = row.ids().len();
+        if !stop && (every == 0 || steps % every != 0) {
+            return Ok(());
+        }
+        let (meta, arrays) = trace_of(self.su, self.probe, &row.so_far()?, self.tokenizer)?;
+        writer.checkpoint(&meta, &arrays)?;
+        if stop {
+            return Err(Interrupted {
+                dir: writer.dir().to_path_buf(),
+                steps: meta.steps,
+            }
+            .into());
+        }
+        Ok(())
+    }
 }
 
 /// Whether [`traced_generation_batch`] can run these requests together: the same generation
@@ -216,32 +319,71 @@ pub fn traced_generation_batch(rt: &Runtime, reqs: &[TraceRequest<'_>]) -> Resul
         .into_iter()
         .zip(&probes)
         .zip(generations)
-        .map(|((s, p), g)| finish_run(s, p, g))
+        .map(|((s, p), g)| finish_run(s, p, g, &rt.tokenizer))
         .collect()
 }
 
 /// Probe arrays, meta and the saved trace for a finished generation.
-fn finish_run(su: Setup, probe: &Probe, generation: Generation) -> Result<TracedRun> {
+fn finish_run(
+    su: Setup,
+    probe: &Probe,
+    generation: Generation,
+    tokenizer: &TextTokenizer,
+) -> Result<TracedRun> {
+    let (meta, arrays) = trace_of(&su, probe, &generation, tokenizer)?;
+    let Setup { writer, lock, .. } = su;
+    let dir = match writer {
+        Some(w) => {
+            w.write_timing(&timing_json(&generation))?;
+            Some(w.finish(&meta, &arrays)?)
+        }
+        None => None,
+    };
+    // the lock goes only once the trace is complete
+    drop(lock);
+    Ok(TracedRun {
+        generation,
+        meta,
+        arrays,
+        dir,
+    })
+}
+
+/// How long the run took (`timing.json`, kept out of trace.json so that identical runs write
+/// identical traces).
+fn timing_json(generation: &Generation) -> serde_json::Value {
+    let t = generation.timing;
+    serde_json::json!({
+        "prefill_ms": t.prefill_ms,
+        "decode_ms": t.decode_ms,
+        "decode_steps": t.decode_steps,
+        "decode_tokens_per_s": t.decode_tokens_per_s(),
+        "peak_rss_mib": crate::peak_rss_mib(),
+    })
+}
+
+/// The trace (metadata and arrays) of `generation`, finished or so far, with `probe`'s arrays.
+fn trace_of(
+    su: &Setup,
+    probe: &Probe,
+    generation: &Generation,
+    tokenizer: &TextTokenizer,
+) -> Result<(TraceMeta, TraceArrays)> {
     let Setup {
         prompt,
         ids,
         layers,
-        mut meta,
-        writer,
+        meta,
+        ..
     } = su;
+    let mut meta = meta.clone();
     let pa = probe.arrays();
-    finish_meta(&mut meta, ids.len(), &prompt, &generation, pa.steps);
-    let t = generation.timing;
-    meta.settings.insert(
-        "timing".into(),
-        serde_json::json!({
-            "prefill_ms": t.prefill_ms,
-            "decode_ms": t.decode_ms,
-            "decode_steps": t.decode_steps,
-            "decode_tokens_per_s": t.decode_tokens_per_s(),
-            "peak_rss_mib": crate::peak_rss_mib(),
-        }),
-    );
+    finish_meta(&mut meta, ids.len(), prompt, generation, pa.steps);
+    meta.tokens = generation
+        .generated_ids
+        .iter()
+        .map(|&id| tokenizer.decode(&[id], false))
+        .collect::<Result<_, _>>()?;
     let prompt_role = (pa.steps > 0).then(|| {
         let n = layers.len() * crate::formats::ROLE_NAMES.len();
         Array2::from_shape_vec(
@@ -251,16 +393,7 @@ fn finish_run(su: Setup, probe: &Probe, generation: Generation) -> Result<Traced
         .expect("step 0 holds layers x roles values")
     });
     let arrays = trace_arrays(&pa, prompt.image.info.grid_thw, prompt_role)?;
-    let dir = match writer {
-        Some(w) => Some(w.finish(&meta, &arrays)?),
-        None => None,
-    };
-    Ok(TracedRun {
-        generation,
-        meta,
-        arrays,
-        dir,
-    })
+    Ok((meta, arrays))
 }
 
 /// The reference layer analysis: the last prompt token's head-mean attention mass per role

@@ -135,14 +135,19 @@ pub fn save<F: Figure>(fig: &F, stem: &Path, canvas: &Canvas) -> Result<Vec<Path
     if canvas.png {
         let path = stem.with_extension("png");
         let img = render_rgb(fig, canvas)?;
-        img.save_with_format(&path, image::ImageFormat::Png)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        // through a temporary file: a full disk leaves no truncated PNG
+        crate::fsutil::replace_with(&path, |tmp| {
+            img.save_with_format(tmp, image::ImageFormat::Png)
+                .map_err(std::io::Error::other)
+        })
+        .with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
     if canvas.svg {
         let path = stem.with_extension("svg");
         let doc = render_svg(fig, canvas)?;
-        fs::write(&path, doc).with_context(|| format!("cannot write {}", path.display()))?;
+        crate::fsutil::write_atomic(&path, doc.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
     Ok(written)
