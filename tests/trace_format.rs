@@ -1,6 +1,7 @@
 //! The trace format: writing, reading back, Python-written traces, partial runs and the
 //! checks that refuse inconsistent traces.
 
+mod common;
 mod render_support;
 
 use std::fs;
@@ -327,6 +328,7 @@ fn default_meta_has_the_format_header_and_roles() {
         "window",
         "steps",
         "generated_ids",
+        "tokens",
         "text",
         "thinking",
         "answer",
@@ -349,4 +351,76 @@ fn mean_role_shares_renormalises_per_layer() {
     assert!((s[[0, 0]] - 0.5).abs() < 1e-12);
     assert!((s[[0, 1]] - 0.25).abs() < 1e-12);
     assert!((s[[0, 2]] - 0.25).abs() < 1e-12);
+}
+
+#[test]
+fn the_array_file_is_the_same_bytes_every_time() {
+    // the metadata of attention.safetensors (format, format_version) once came out in a random
+    // order, so two identical runs wrote different bytes
+    let a = arrays(&Spec::small());
+    let first = rhlens::formats::trace::arrays_to_bytes(&a).unwrap();
+    for _ in 0..16 {
+        assert_eq!(rhlens::formats::trace::arrays_to_bytes(&a).unwrap(), first);
+    }
+    let (_, header) = safetensors::SafeTensors::read_metadata(&first).unwrap();
+    let meta = header.metadata().clone().unwrap();
+    assert_eq!(meta["format"], "rhlens-trace");
+    assert_eq!(meta["format_version"], "1");
+    let st = safetensors::SafeTensors::deserialize(&first).unwrap();
+    assert_eq!(
+        st.tensor("role_attention").unwrap().shape(),
+        a.role_attention.shape()
+    );
+}
+
+/// `rhlens trace` on the tiny checkpoint (greedy) into `dir`.
+fn trace_tiny(dir: &Path) {
+    let out = std::process::Command::new(common::bin())
+        .args(["trace", "--device", "cpu", "--quiet", "--greedy"])
+        .args(["--prompt", "How many?", "--max-new-tokens", "12"])
+        .arg("--model")
+        .arg(common::model_dir("tiny-flat"))
+        .arg("--image")
+        .arg(common::image_path("wide"))
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn identical_runs_write_identical_traces_with_each_tokens_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    trace_tiny(&a);
+    trace_tiny(&b);
+    for name in [TRACE_JSON, ATTENTION_FILE] {
+        let (x, y) = (
+            fs::read(a.join(name)).unwrap(),
+            fs::read(b.join(name)).unwrap(),
+        );
+        assert!(x == y, "{name} differs between identical runs");
+    }
+    let meta = TraceMeta::read(&a).unwrap();
+    assert!(!meta.generated_ids.is_empty());
+    let tok = rhlens::checkpoint::TextTokenizer::from_dir(common::model_dir("tiny-flat")).unwrap();
+    let decoded: Vec<String> = meta
+        .generated_ids
+        .iter()
+        .map(|&id| tok.decode(&[id as i64], false).unwrap())
+        .collect();
+    assert_eq!(meta.tokens, decoded);
+    assert_eq!(
+        meta.tokens.concat(),
+        tok.decode(
+            &meta
+                .generated_ids
+                .iter()
+                .map(|&i| i as i64)
+                .collect::<Vec<_>>(),
+            false
+        )
+        .unwrap()
+    );
 }

@@ -27,6 +27,7 @@ use super::results::{Manifest, ResultRecord, ResultsWriter, Setting, RESULTS_FIL
 use super::runner::{run_resumable_batched, RunOptions, RunProgress, RunSummary, WorkItem};
 use super::shard::Shard;
 use crate::formats::shares::role_shares;
+use crate::fsutil::RunLock;
 use crate::generate::GenerateConfig;
 use crate::probe::run::{batchable, traced_generation_batch};
 use crate::probe::{traced_generation, ProbeConfig, TraceRequest, TracedRun};
@@ -70,12 +71,15 @@ pub struct EvalRequest {
 pub struct EvalPlan {
     request: EvalRequest,
     samples: Vec<Sample>,
+    /// the run folder's lock, from the check to the end of the run: two processes writing one
+    /// folder would answer every key twice
+    _lock: RunLock,
 }
 
 impl EvalPlan {
-    /// Check the request and load the benchmark (no model needed). Each benchmark record that
-    /// cannot be used goes to `skipped`; a benchmark with no usable sample left (after the split
-    /// and the limit) is an error.
+    /// Check the request, load the benchmark (no model needed) and lock the run folder. Each
+    /// benchmark record that cannot be used goes to `skipped`; a benchmark with no usable sample
+    /// left (after the split and the limit) is an error.
     pub fn new(request: EvalRequest, skipped: &mut dyn FnMut(&RecordProblem)) -> Result<EvalPlan> {
         request.generate.validate()?;
         if request.batch_size == 0 {
@@ -87,7 +91,12 @@ impl EvalPlan {
         if samples.is_empty() {
             bail!("{} has no usable samples", request.bench.display());
         }
-        Ok(EvalPlan { request, samples })
+        let _lock = RunLock::acquire(&request.out)?;
+        Ok(EvalPlan {
+            request,
+            samples,
+            _lock,
+        })
     }
 
     pub fn request(&self) -> &EvalRequest {
@@ -124,8 +133,6 @@ pub fn run(
         .iter()
         .map(|s| Setting::new(&s.key, s.value))
         .collect();
-    // one writer per run folder: two would answer every key twice
-    let _lock = crate::fsutil::RunLock::acquire(&req.out)?;
     manifest(plan, sweep, &settings).write_or_check(&req.out)?;
     let mut writer = ResultsWriter::open(&req.out)?;
     let opts = RunOptions {

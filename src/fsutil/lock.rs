@@ -39,6 +39,9 @@ fn holder(pid: Option<u32>) -> String {
 #[derive(Debug)]
 pub struct RunLock {
     path: PathBuf,
+    /// the folder, when locking created it: removed again if the run left it empty (a run
+    /// refused after locking leaves nothing behind)
+    created: Option<PathBuf>,
     // closing the file releases the flock
     _file: File,
 }
@@ -46,6 +49,7 @@ pub struct RunLock {
 impl RunLock {
     /// Locks `dir` (created if missing) for this process, or says which process holds it.
     pub fn acquire(dir: &Path) -> Result<RunLock, LockError> {
+        let created = (!dir.exists()).then(|| dir.to_path_buf());
         std::fs::create_dir_all(dir).map_err(|e| FileError::new(dir, e))?;
         let path = dir.join(LOCK_FILE);
         // A holder that finishes removes the file after we opened it; the lock we then get is on
@@ -79,7 +83,11 @@ impl RunLock {
                 continue;
             }
             record_pid(&file).map_err(|e| FileError::new(&path, e))?;
-            return Ok(RunLock { path, _file: file });
+            return Ok(RunLock {
+                path,
+                created,
+                _file: file,
+            });
         }
     }
 
@@ -93,6 +101,10 @@ impl Drop for RunLock {
     fn drop(&mut self) {
         // removed while still locked, so no one can lock this file after us
         let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = &self.created {
+            // fails, as it should, unless the folder is empty
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
