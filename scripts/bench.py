@@ -202,12 +202,17 @@ def last_json_line(text: str) -> dict | None:
 
 
 def trace_timing(trace_dir: Path) -> tuple[dict | None, list[int] | None]:
-    """(timing, generated_ids) from a trace's trace.json; timing from `settings.timing` or `timing`."""
+    """(timing, generated_ids) of a trace: timing from timing.json beside trace.json (older traces:
+    trace.json's `settings.timing` or `timing`)."""
     path = trace_dir / "trace.json"
     if not path.exists():
         return None, None
     meta = json.loads(path.read_text())
-    timing = (meta.get("settings") or {}).get("timing") or meta.get("timing")
+    timing_path = trace_dir / "timing.json"
+    if timing_path.exists():
+        timing = json.loads(timing_path.read_text())
+    else:
+        timing = (meta.get("settings") or {}).get("timing") or meta.get("timing")
     return timing, meta.get("generated_ids")
 
 
