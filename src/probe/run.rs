@@ -179,7 +179,8 @@ pub fn traced_generation(
 }
 
 /// [`traced_generation`] that saves the trace as it grows and stops when asked
-/// (see [`Checkpoints`]); without an output directory there is nothing to save.
+/// (see [`Checkpoints`]). Both apply to a run with an output directory (`out`): without one
+/// there is nothing to save, and the run goes to its end.
 pub fn traced_generation_with(
     rt: &Runtime,
     req: &TraceRequest<'_>,
