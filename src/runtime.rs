@@ -114,6 +114,12 @@ impl Runtime {
             bail!("model directory {} does not exist", dir.display());
         }
         let config = ModelConfig::from_dir(&dir)?;
+        config
+            .check_special_tokens()
+            .map_err(|msg| CheckpointError::Config {
+                path: dir.join("config.json"),
+                msg,
+            })?;
         let tokenizer = TextTokenizer::from_dir(&dir)?;
         let template = ChatTemplate::from_dir(&dir)?;
         let pp = dir.join("preprocessor_config.json");

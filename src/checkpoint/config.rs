@@ -193,6 +193,30 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// Why the special-token ids cannot be used with this vocabulary, if they cannot: each must
+    /// index a row of the embedding matrix (`vocab_size` rows), or the first prompt that uses it
+    /// fails inside libtorch. transformers reads such a config without complaint, so this is
+    /// checked when a model is loaded, not when the file is parsed.
+    pub fn check_special_tokens(&self) -> std::result::Result<(), String> {
+        let mut special = vec![
+            ("image_token_id", self.image_token_id),
+            ("video_token_id", self.video_token_id),
+            ("vision_start_token_id", self.vision_start_token_id),
+            ("vision_end_token_id", self.vision_end_token_id),
+        ];
+        special.extend(self.eos_token_ids.iter().map(|&id| ("eos_token_id", id)));
+        special.extend(self.pad_token_id.map(|id| ("pad_token_id", id)));
+        match special.iter().find(|(_, id)| !self.text.has_token(*id)) {
+            Some((key, id)) => Err(format!(
+                "`{key}` {id} is outside the vocabulary: `vocab_size` is {}, so ids run from 0 \
+                 to {}",
+                self.text.vocab_size,
+                self.text.vocab_size - 1
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Read `config.json` (and `generation_config.json` when present) from a checkpoint directory.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<ModelConfig> {
         let dir = dir.as_ref();
@@ -388,19 +412,6 @@ fn activation(obj: Obj<'_>) -> FieldResult<String> {
     Ok(act.to_string())
 }
 
-/// Every special-token id must index a row of the embedding matrix (`vocab_size` rows), or the
-/// first prompt that uses it fails inside libtorch.
-fn check_token_ids(ids: &[(&str, i64)], text: &TextConfig) -> FieldResult<()> {
-    match ids.iter().find(|(_, id)| !text.has_token(*id)) {
-        Some((key, id)) => Err(format!(
-            "`{key}` {id} is outside the vocabulary: `vocab_size` is {}, so ids run from 0 to {}",
-            text.vocab_size,
-            text.vocab_size - 1
-        )),
-        None => Ok(()),
-    }
-}
-
 /// eos_token_id: an int or a list of ints.
 fn id_list(v: &Value, name: &str) -> FieldResult<Vec<i64>> {
     match v {
@@ -517,16 +528,6 @@ fn parse(
             pad_token_id = Some(p);
         }
     }
-
-    let mut special = vec![
-        ("image_token_id", image_token_id),
-        ("video_token_id", video_token_id),
-        ("vision_start_token_id", vision_start_token_id),
-        ("vision_end_token_id", vision_end_token_id),
-    ];
-    special.extend(eos_token_ids.iter().map(|&id| ("eos_token_id", id)));
-    special.extend(pad_token_id.map(|id| ("pad_token_id", id)));
-    check_token_ids(&special, &text).map_err(err)?;
 
     let random_weights = root
         .bool_opt("rhlens_random_weights")
