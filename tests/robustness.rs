@@ -19,6 +19,7 @@ use rhlens::bench::load_bench;
 use rhlens::bench::points::{read_points, Scale};
 use rhlens::formats::trace::Trace;
 use rhlens::generate::{GenerateConfig, Generator, Hooks};
+use rhlens::model::stage::panic_text;
 use rhlens::runtime::Runtime;
 use serde_json::{json, Value};
 use tch::{Device, Kind};
@@ -59,11 +60,7 @@ impl Tally {
             Ok(Ok(_)) => self.ok += 1,
             Ok(Err(e)) => self.refusal(label, &format!("{e:#}")),
             Err(payload) => {
-                let text = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+                let text = panic_text(payload.as_ref());
                 self.findings.push(format!("{label}: panicked: {text}"));
             }
         }
