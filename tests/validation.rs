@@ -276,6 +276,22 @@ fn a_libtorch_failure_names_its_stage() {
 }
 
 #[test]
+fn a_trace_past_the_context_is_refused_before_its_buffers_are_allocated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("trace");
+    let mut args = tiny_generate(&["--out", out_dir.to_str().unwrap()]);
+    args[0] = "trace".into();
+    args[4] = "1000000000000".into();
+    let out = rhlens(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", complaints(&out));
+    let lines = complaints(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let want = "error: --max-new-tokens 1000000000000 does not fit";
+    assert!(lines[0].starts_with(want), "{lines:?}");
+    assert!(lines[0].contains("context of 32768 positions"), "{lines:?}");
+}
+
+#[test]
 fn direction_refuses_generated_ids_outside_the_vocabulary() {
     let tmp = tempfile::tempdir().unwrap();
     let image = image_path("wide");
