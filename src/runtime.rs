@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{resolve_model, ChatTemplate, ModelConfig, TextTokenizer, Weights};
+use crate::checkpoint::{
+    resolve_model, ChatTemplate, CheckpointError, ModelConfig, PatchGeometry, TextTokenizer,
+    Weights,
+};
 use crate::error::invalid;
 use crate::model::{ImageInput, Qwen2_5Vl};
 use crate::preprocess::{self, ImageProcessorConfig, PreprocessedImage};
@@ -24,6 +27,34 @@ pub fn demo_image() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("assets")
         .join("demo.png")
+}
+
+/// The preprocessor settings (read from `path`, or the defaults when it is absent) checked
+/// against the vision tower before anything is allocated.
+fn check_image_config(
+    config: &ModelConfig,
+    image: &ImageProcessorConfig,
+    path: &Path,
+) -> Result<()> {
+    let geometry = PatchGeometry {
+        patch_size: image.patch_size,
+        temporal_patch_size: image.temporal_patch_size,
+        merge_size: image.merge_size,
+        min_pixels: image.min_pixels,
+        max_pixels: image.max_pixels,
+        resizes: image.do_resize,
+    };
+    config.vision.check_preprocessor(&geometry).map_err(|msg| {
+        let msg = match path.exists() {
+            true => msg,
+            false => format!("absent, so the default image settings apply, but {msg}"),
+        };
+        CheckpointError::Config {
+            path: path.to_path_buf(),
+            msg,
+        }
+        .into()
+    })
 }
 
 pub struct Runtime {
@@ -83,6 +114,12 @@ impl Runtime {
             bail!("model directory {} does not exist", dir.display());
         }
         let config = ModelConfig::from_dir(&dir)?;
+        config
+            .check_special_tokens()
+            .map_err(|msg| CheckpointError::Config {
+                path: dir.join("config.json"),
+                msg,
+            })?;
         let tokenizer = TextTokenizer::from_dir(&dir)?;
         let template = ChatTemplate::from_dir(&dir)?;
         let pp = dir.join("preprocessor_config.json");
@@ -91,6 +128,7 @@ impl Runtime {
         } else {
             ImageProcessorConfig::default()
         };
+        check_image_config(&config, &image_config, &pp)?;
         let weights = Weights::open(&dir)?;
         let model = Qwen2_5Vl::load(&config, &weights, kind, device)
             .with_context(|| format!("loading {}", dir.display()))?;

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
+use crate::checkpoint::TextConfig;
 use crate::model::{Captured, ForwardOptions, Observer, Site};
 use crate::runtime::Runtime;
 
@@ -134,6 +135,21 @@ pub struct Direction {
     pub n_short: usize,
 }
 
+/// Refuse a record whose generated ids are not ids of the model's vocabulary (a record read
+/// back from another model, or edited), before any of them is run.
+fn check_generated_ids(rec: &GenerationRecord, text: &TextConfig) -> Result<()> {
+    let ids = rec.generated_ids.as_deref().unwrap_or_default();
+    match ids.iter().find(|&&id| !text.has_token(id)) {
+        Some(id) => bail!(
+            "{}: generated id {id} is outside the model's vocabulary (ids 0 to {}); was the \
+             record made with another model?",
+            rec.origin,
+            text.vocab_size - 1
+        ),
+        None => Ok(()),
+    }
+}
+
 /// Long-minus-short direction from records with `think_tokens > long_min` and `< short_max`.
 pub fn compute_direction(
     rt: &Runtime,
@@ -157,6 +173,9 @@ pub fn compute_direction(
             short.len(),
             records.len()
         );
+    }
+    for r in long.iter().chain(&short) {
+        check_generated_ids(r, &rt.config.text)?;
     }
     let total = long.len() + short.len();
     let mut done = 0;

@@ -1,4 +1,5 @@
-//! Facts about the machine rhlens runs on: libtorch's version and CUDA device names.
+//! Facts about the machine rhlens runs on: libtorch's version, CUDA device names, CPU cores.
+use crate::error::InvalidSetting;
 
 /// The version of the libtorch this process loaded, read from the `torch` package it belongs to
 /// (`torch/version.py` next to `torch/lib/`), or the version rhlens was built against.
@@ -70,4 +71,26 @@ pub fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// The CPU threads libtorch may use when `requested`: at least 1, and at most the cores this
+/// process may run on (more only makes the threads wait on each other: 10000 of them take minutes
+/// to do what 2 do in a second). Asking for more gives the cores and a warning to show.
+pub fn cpu_threads(requested: i32) -> anyhow::Result<(i32, Option<InvalidSetting>)> {
+    if requested < 1 {
+        return crate::error::invalid("threads", format!("must be at least 1 (got {requested})"));
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| i32::try_from(n.get()).unwrap_or(i32::MAX))
+        .unwrap_or(1);
+    if requested <= cores {
+        return Ok((requested, None));
+    }
+    let warning = InvalidSetting::new(
+        "threads",
+        format!(
+            "{requested} is more than the {cores} CPU cores this process may use; using {cores}"
+        ),
+    );
+    Ok((cores, Some(warning)))
 }

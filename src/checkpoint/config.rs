@@ -24,6 +24,15 @@ use super::error::{ensure_dir, read_json, CheckpointError, Result};
 /// `model_type` values this loader accepts.
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &["qwen2_5_vl"];
 
+/// `hidden_act` values rhlens implements (the feed-forward layers are SwiGLU; transformers names
+/// the same function both ways). Any other activation would run silently wrong.
+pub const SUPPORTED_ACTIVATIONS: &[&str] = &["silu", "swish"];
+
+/// The largest `min_pixels` / `max_pixels` an image preprocessor may ask for: 2^28 pixels
+/// (16384 x 16384), far above any published Qwen2.5-VL setting (12845056), and about 3 GiB of
+/// float32 patches, so a mistyped value is refused before anything is allocated.
+pub const PIXEL_SETTING_LIMIT: usize = 1 << 28;
+
 /// The Qwen2 text decoder.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TextConfig {
@@ -49,6 +58,10 @@ impl TextConfig {
     /// Query heads per key/value head.
     pub fn num_kv_groups(&self) -> usize {
         self.num_attention_heads / self.num_key_value_heads
+    }
+    /// Whether `id` is a row of the embedding matrix (`0..vocab_size`).
+    pub fn has_token(&self, id: i64) -> bool {
+        usize::try_from(id).is_ok_and(|u| u < self.vocab_size)
     }
     /// Output width of `k_proj` / `v_proj`.
     pub fn kv_dim(&self) -> usize {
@@ -90,6 +103,76 @@ impl VisionConfig {
     }
 }
 
+/// How an image preprocessor cuts and sizes images (its `preprocessor_config.json`), as far as
+/// it must agree with the vision tower that reads its patches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatchGeometry {
+    pub patch_size: usize,
+    pub temporal_patch_size: usize,
+    pub merge_size: usize,
+    pub min_pixels: usize,
+    pub max_pixels: usize,
+    /// Whether images are resized into `[min_pixels, max_pixels]` at all.
+    pub resizes: bool,
+}
+
+impl VisionConfig {
+    /// Why an image preprocessor with geometry `g` cannot feed this tower, if it cannot: its
+    /// patches must be the ones the weights were made for (a mismatch fails inside libtorch or,
+    /// for the merge size, silently scrambles the image features; transformers refuses it too),
+    /// and its pixel bounds must be ordered, hold one merged patch and stay below
+    /// [`PIXEL_SETTING_LIMIT`].
+    pub fn check_preprocessor(&self, g: &PatchGeometry) -> std::result::Result<(), String> {
+        for (key, theirs, ours) in [
+            ("patch_size", g.patch_size, self.patch_size),
+            (
+                "temporal_patch_size",
+                g.temporal_patch_size,
+                self.temporal_patch_size,
+            ),
+            ("merge_size", g.merge_size, self.spatial_merge_size),
+        ] {
+            if theirs != ours {
+                let field = if key == "merge_size" {
+                    "spatial_merge_size"
+                } else {
+                    key
+                };
+                return Err(format!(
+                    "`{key}` {theirs} does not match the vision tower's `vision_config.{field}` \
+                     {ours} in config.json: the preprocessor must cut the patches the weights \
+                     were made for"
+                ));
+            }
+        }
+        if !g.resizes {
+            return Ok(());
+        }
+        let merged = (g.patch_size * g.merge_size).pow(2);
+        if g.min_pixels > g.max_pixels {
+            return Err(format!(
+                "`min_pixels` {} is larger than `max_pixels` {}",
+                g.min_pixels, g.max_pixels
+            ));
+        }
+        if g.min_pixels < merged {
+            return Err(format!(
+                "`min_pixels` {} is smaller than one merged patch ({merged} pixels: \
+                 (patch_size * merge_size)²)",
+                g.min_pixels
+            ));
+        }
+        if g.max_pixels > PIXEL_SETTING_LIMIT {
+            return Err(format!(
+                "`max_pixels` {} is above rhlens' limit of {PIXEL_SETTING_LIMIT} pixels \
+                 (16384 x 16384); published Qwen2.5-VL checkpoints use at most 12845056",
+                g.max_pixels
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Everything rhlens needs from `config.json` and `generation_config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelConfig {
@@ -110,6 +193,30 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// Why the special-token ids cannot be used with this vocabulary, if they cannot: each must
+    /// index a row of the embedding matrix (`vocab_size` rows), or the first prompt that uses it
+    /// fails inside libtorch. transformers reads such a config without complaint, so this is
+    /// checked when a model is loaded, not when the file is parsed.
+    pub fn check_special_tokens(&self) -> std::result::Result<(), String> {
+        let mut special = vec![
+            ("image_token_id", self.image_token_id),
+            ("video_token_id", self.video_token_id),
+            ("vision_start_token_id", self.vision_start_token_id),
+            ("vision_end_token_id", self.vision_end_token_id),
+        ];
+        special.extend(self.eos_token_ids.iter().map(|&id| ("eos_token_id", id)));
+        special.extend(self.pad_token_id.map(|id| ("pad_token_id", id)));
+        match special.iter().find(|(_, id)| !self.text.has_token(*id)) {
+            Some((key, id)) => Err(format!(
+                "`{key}` {id} is outside the vocabulary: `vocab_size` is {}, so ids run from 0 \
+                 to {}",
+                self.text.vocab_size,
+                self.text.vocab_size - 1
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Read `config.json` (and `generation_config.json` when present) from a checkpoint directory.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<ModelConfig> {
         let dir = dir.as_ref();
@@ -290,6 +397,19 @@ fn usize_or_square(obj: Obj<'_>, key: &str, default: usize) -> FieldResult<usize
         }
         Some(_) => obj.usize_req(key),
     }
+}
+
+/// `hidden_act` (default silu), refused unless rhlens implements it.
+fn activation(obj: Obj<'_>) -> FieldResult<String> {
+    let act = obj.str_opt("hidden_act")?.unwrap_or("silu");
+    if !SUPPORTED_ACTIVATIONS.contains(&act) {
+        return Err(format!(
+            "`{}` `{act}` is not supported; rhlens implements: {}",
+            obj.name("hidden_act"),
+            SUPPORTED_ACTIVATIONS.join(", ")
+        ));
+    }
+    Ok(act.to_string())
 }
 
 /// eos_token_id: an int or a list of ints.
@@ -550,7 +670,7 @@ fn parse_text(t: Obj<'_>) -> FieldResult<TextConfig> {
 
     let rms_norm_eps = t.f64_opt("rms_norm_eps")?.unwrap_or(1e-5);
     let max_position_embeddings = t.usize_or("max_position_embeddings", 32768)?;
-    let hidden_act = t.str_opt("hidden_act")?.unwrap_or("silu").to_string();
+    let hidden_act = activation(t)?;
 
     // Sliding-window layers are not implemented; published Qwen2.5-VL configs disable them.
     if t.bool_opt("use_sliding_window")?.unwrap_or(false) {
@@ -609,7 +729,7 @@ fn parse_vision(v: Obj<'_>) -> FieldResult<VisionConfig> {
         None => v.usize_or("in_chans", 3)?,
     };
     let tokens_per_second = v.usize_or("tokens_per_second", 4)?;
-    let hidden_act = v.str_opt("hidden_act")?.unwrap_or("silu").to_string();
+    let hidden_act = activation(v)?;
 
     for (key, val) in [
         ("depth", depth),

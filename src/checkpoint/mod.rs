@@ -19,7 +19,10 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use chat_template::ChatTemplate;
-pub use config::{ModelConfig, TextConfig, VisionConfig, SUPPORTED_MODEL_TYPES};
+pub use config::{
+    ModelConfig, PatchGeometry, TextConfig, VisionConfig, PIXEL_SETTING_LIMIT,
+    SUPPORTED_ACTIVATIONS, SUPPORTED_MODEL_TYPES,
+};
 pub use error::{CheckpointError, Result};
 pub use hub::{resolve_model, resolve_model_with, HubId, HubOptions};
 pub use tokenizer::{DecodeStream, TextTokenizer};

@@ -49,10 +49,11 @@ impl ModelArgs {
     pub fn load(&self) -> Result<Runtime> {
         let device = self.device.resolve()?;
         if let Some(n) = self.threads {
-            if n < 1 {
-                anyhow::bail!("--threads must be at least 1 (got {n})");
+            let (threads, warning) = crate::system::cpu_threads(n)?;
+            if let Some(w) = warning {
+                super::flags::warn(&w);
             }
-            tch::set_num_threads(n);
+            tch::set_num_threads(threads);
         }
         let mut rt = Runtime::load(&self.model_spec(), self.dtype.0, device)?;
         if let Some(n) = self.max_pixels {

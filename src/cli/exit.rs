@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 
 use crate::error::InvalidSetting;
+use crate::model::stage::{panic_text, torch_message, Stage, TorchFailure};
 
 /// Exit status of a command that could not do its work.
 pub const FAILURE: u8 = 1;
@@ -40,11 +41,7 @@ pub fn catch(command: impl FnOnce() -> anyhow::Result<()>) -> Result<(), Failure
     match outcome {
         Ok(result) => result.map_err(Failure::Error),
         Err(payload) => {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "a panic without a message".to_string());
+            let message = panic_text(payload.as_ref());
             let location = PANIC_LOCATION.lock().ok().and_then(|mut l| l.take());
             Err(Failure::Panic { message, location })
         }
@@ -56,7 +53,15 @@ pub fn report(command: &str, outcome: Result<(), Failure>) -> ExitCode {
     let line = match outcome {
         Ok(()) => return ExitCode::SUCCESS,
         Err(Failure::Error(e)) if reader_gone(&e) => return ExitCode::SUCCESS,
-        Err(Failure::Error(e)) => one_line(&e),
+        Err(Failure::Error(e)) => match torch_failure(&e) {
+            // like a libtorch panic outside any stage: the command, then what to try
+            Some(failure) => format!(
+                "{command}: {} ({})",
+                one_line(&e),
+                torch_hint(&failure.message)
+            ),
+            None => one_line(&e),
+        },
         Err(Failure::Panic { message, .. }) if stdout_closed(&message) => return ExitCode::SUCCESS,
         Err(Failure::Panic { message, location }) => panic_line(command, &message, location),
     };
@@ -109,6 +114,12 @@ pub fn one_line(e: &anyhow::Error) -> String {
     msg.replace('\n', " ")
 }
 
+/// The libtorch failure a forward pass reported, if that is what the error is.
+fn torch_failure(e: &anyhow::Error) -> Option<&TorchFailure> {
+    e.chain()
+        .find_map(|cause| cause.downcast_ref::<TorchFailure>())
+}
+
 /// The error is a write to a pipe whose reader has gone.
 fn reader_gone(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
@@ -139,19 +150,6 @@ fn panic_line(command: &str, message: &str, location: Option<String>) -> String 
     }
 }
 
-/// The first line of libtorch's message in a panic from a tch op, which unwraps
-/// `Err(Torch("..."))` and so quotes the C++ message with its newlines escaped.
-fn torch_message(panic: &str) -> Option<&str> {
-    let start = panic.find("Torch(\"")? + "Torch(\"".len();
-    let quoted = &panic[start..];
-    let end = [quoted.find("\\n"), quoted.rfind("\")")]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(quoted.len());
-    Some(quoted[..end].trim())
-}
-
 /// What to try for a libtorch failure.
 fn torch_hint(message: &str) -> &'static str {
     let lower = message.to_lowercase();
@@ -165,11 +163,14 @@ fn torch_hint(message: &str) -> &'static str {
     }
 }
 
-/// Test-only: with `RHLENS_TEST_ONLY_TORCH_FAILURE` set, a command that loads a model fails
-/// inside libtorch (a matrix product of mismatched shapes) right after loading it, so that the
-/// tests can see how such a failure reaches the user. Nothing is computed or written.
+/// Test-only: with `RHLENS_TEST_ONLY_TORCH_FAILURE` set (to anything but the name of a forward
+/// stage, which fails inside that stage instead: see [`crate::model::stage::guarded`]), a command
+/// that loads a model fails inside libtorch (a matrix product of mismatched shapes) right after
+/// loading it, so that the tests can see how such a failure reaches the user. Nothing is computed
+/// or written.
 pub fn test_only_torch_failure() {
-    if std::env::var_os("RHLENS_TEST_ONLY_TORCH_FAILURE").is_some() {
+    let asked = std::env::var("RHLENS_TEST_ONLY_TORCH_FAILURE").ok();
+    if asked.is_some_and(|v| !Stage::is_hook_name(&v)) {
         let _ = tch::Tensor::zeros([2, 3], (tch::Kind::Float, tch::Device::Cpu)).matmul(
             &tch::Tensor::zeros([4, 5], (tch::Kind::Float, tch::Device::Cpu)),
         );

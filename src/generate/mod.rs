@@ -24,9 +24,19 @@ pub use output::{Event, EventKind, Generation, StopReason, Timing};
 pub use row::{Accepted, Choice, Next, Row};
 
 use crate::checkpoint::TextTokenizer;
-use crate::model::{BatchPrompt, ImageInput, Qwen2_5Vl};
+use crate::error::invalid;
+use crate::model::{guarded, BatchPrompt, ImageInput, Qwen2_5Vl, Stage};
 use observe::{batch_options, reborrow, single_options, RowObservers};
 use stream::TextStream;
+
+/// Cache positions reserved past the prompt before decoding starts; the cache doubles when a
+/// generation runs longer, so a large `max_new_tokens` reserves nothing it does not use.
+const RESERVE_AHEAD: usize = 1024;
+
+/// Cache positions to reserve for a prompt of `prompt_len` tokens under `cfg`.
+fn reserve(prompt_len: usize, cfg: &GenerateConfig) -> i64 {
+    (prompt_len + cfg.max_new_tokens.min(RESERVE_AHEAD) + 8) as i64
+}
 
 /// Runs generations for one loaded model.
 pub struct Generator<'a> {
@@ -58,6 +68,38 @@ impl<'a> Generator<'a> {
         Row::new(self.tokenizer, cfg, &self.eos_ids, prompt_ids)
     }
 
+    /// Refuse a prompt of `prompt_len` tokens plus `max_new_tokens` that does not fit the
+    /// model's context (`max_position_embeddings`): positions past it were never trained, and a
+    /// prompt that long would take minutes of quadratic attention before failing. Refused rather
+    /// than clamped so that a recorded `max_new_tokens` is always the one that ran.
+    pub fn check_context(&self, prompt_len: usize, cfg: &GenerateConfig) -> Result<()> {
+        let context = self.model.config.text.max_position_embeddings;
+        if prompt_len >= context {
+            return invalid(
+                "prompt",
+                format!(
+                    "is {prompt_len} tokens long (image included), but the model's context \
+                     (max_position_embeddings in config.json) holds {context}: shorten it or use \
+                     a smaller image"
+                ),
+            );
+        }
+        if prompt_len + cfg.max_new_tokens > context {
+            return invalid(
+                "max_new_tokens",
+                format!(
+                    "{} does not fit: the prompt's {prompt_len} tokens plus {} new ones exceed \
+                     the model's context of {context} positions (max_position_embeddings in \
+                     config.json); at most {} new tokens fit",
+                    cfg.max_new_tokens,
+                    cfg.max_new_tokens,
+                    context - prompt_len
+                ),
+            );
+        }
+        Ok(())
+    }
+
     /// Generate after `prompt_ids` (already including the image tokens) for `images`.
     /// `on_text` receives streamed text.
     pub fn run(
@@ -73,9 +115,10 @@ impl<'a> Generator<'a> {
             steering,
         } = hooks;
         cfg.validate()?;
+        self.check_context(prompt_ids.len(), cfg)?;
         cfg.sampling.apply_seed();
         let model = self.model;
-        let reserve = (prompt_ids.len() + cfg.max_new_tokens + 8) as i64;
+        let reserve = reserve(prompt_ids.len(), cfg);
         let t0 = Instant::now();
         let opts = single_options(&mut observer, steering);
         let (hidden, mut seq) = model.prefill(prompt_ids, images, reserve, opts)?;
@@ -107,9 +150,11 @@ impl<'a> Generator<'a> {
             if let Next::Stop(_) = next {
                 break;
             }
-            let hidden = model.step(&mut seq, token, single_options(&mut observer, steering))?;
-            logits = model.logits(&hidden.view([-1]));
             timing.decode_steps += 1;
+            logits = guarded(Stage::Decode(timing.decode_steps), || {
+                let opts = single_options(&mut observer, steering);
+                Ok(model.logits(&model.step(&mut seq, token, opts)?.view([-1])))
+            })?;
         }
         if timing.decode_steps > 0 {
             timing.decode_ms = sync_elapsed_ms(&logits, t_decode);
@@ -142,7 +187,8 @@ impl<'a> Generator<'a> {
         cfg.sampling.apply_seed();
         let model = self.model;
         let longest = prompts.iter().map(|p| p.input_ids.len()).max().unwrap_or(0);
-        let reserve = (longest + cfg.max_new_tokens + 8) as i64;
+        self.check_context(longest, cfg)?;
+        let reserve = reserve(longest, cfg);
         let pads: Vec<i64> = prompts
             .iter()
             .map(|p| (longest - p.input_ids.len()) as i64)
@@ -181,16 +227,17 @@ impl<'a> Generator<'a> {
             if !active.contains(&true) {
                 break;
             }
-            let hidden = {
+            decode_steps += 1;
+            logits = guarded(Stage::Decode(decode_steps), || {
                 let mut split = RowObservers {
                     rows: &mut observers,
                     pads: &pads,
                     active: &active,
                 };
-                model.step_batch(&mut seq, &tokens, batch_options(&mut split, steering))?
-            };
-            logits = model.logits(&hidden.view([nb as i64, -1]));
-            decode_steps += 1;
+                let opts = batch_options(&mut split, steering);
+                let hidden = model.step_batch(&mut seq, &tokens, opts)?;
+                Ok(model.logits(&hidden.view([nb as i64, -1])))
+            })?;
         }
         let decode_ms = if decode_steps > 0 {
             sync_elapsed_ms(&logits, t_decode)

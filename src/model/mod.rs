@@ -5,6 +5,7 @@
 pub mod layers;
 pub mod rope;
 pub mod sites;
+pub mod stage;
 pub mod text;
 pub mod vision;
 
@@ -19,6 +20,7 @@ pub use sites::{
     AttentionInputs, Captured, Collector, HuggingFaceOutputs, Observer, Site, SiteError,
     SitePattern,
 };
+pub use stage::{guarded, Stage, TorchFailure};
 pub use text::{ForwardOptions, KvCache};
 
 /// How attention is computed for the model's own output.
@@ -171,7 +173,39 @@ impl Qwen2_5Vl {
             0,
         );
         let grids: Vec<[i64; 3]> = images.iter().map(|i| i.grid_thw).collect();
-        self.vision.forward(&pv, &grids, self.attn_impl, observer)
+        guarded(Stage::VisionTower, || {
+            self.vision.forward(&pv, &grids, self.attn_impl, observer)
+        })
+    }
+
+    /// Refuse a prompt longer than the model's context or with ids outside its vocabulary.
+    fn check_prompt(&self, ids: &[i64]) -> Result<()> {
+        let context = self.config.text.max_position_embeddings;
+        if ids.len() > context {
+            bail!(
+                "the prompt is {} tokens long, but the model's context (max_position_embeddings) \
+                 holds {context}",
+                ids.len()
+            );
+        }
+        self.check_ids(ids)
+    }
+
+    /// Refuse token ids that index no row of the embedding matrix (libtorch would fail on them).
+    pub fn check_ids(&self, ids: &[i64]) -> Result<()> {
+        let vocab = self.config.text.vocab_size;
+        match ids
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| !self.config.text.has_token(id))
+        {
+            Some((at, id)) => bail!(
+                "token id {id} (position {at}) is outside the vocabulary: the model has \
+                 {vocab} tokens, ids 0 to {}",
+                vocab - 1
+            ),
+            None => Ok(()),
+        }
     }
 
     /// Prompt embeddings with the image features scattered over the image-token positions.
@@ -233,6 +267,7 @@ impl Qwen2_5Vl {
         if input_ids.is_empty() {
             bail!("empty prompt");
         }
+        self.check_prompt(input_ids)?;
         let features = if images.is_empty() {
             None
         } else {
@@ -242,13 +277,15 @@ impl Qwen2_5Vl {
         let index = self.rope_index(input_ids, images)?;
         let mut cache = KvCache::new(self.num_layers());
         cache.reserve(reserve.max(input_ids.len() as i64));
-        let hidden = self.text.forward(
-            &embeds,
-            &index.to_tensor(self.device),
-            &mut cache,
-            self.attn_impl,
-            opts,
-        )?;
+        let hidden = guarded(Stage::Prefill, || {
+            self.text.forward(
+                &embeds,
+                &index.to_tensor(self.device),
+                &mut cache,
+                self.attn_impl,
+                opts,
+            )
+        })?;
         Ok((
             hidden,
             Sequence {
@@ -274,6 +311,9 @@ impl Qwen2_5Vl {
         }
         if prompts.iter().any(|p| p.input_ids.is_empty()) {
             bail!("empty prompt");
+        }
+        for p in prompts {
+            self.check_prompt(p.input_ids)?;
         }
         let b = prompts.len() as i64;
         let longest = prompts.iter().map(|p| p.input_ids.len()).max().unwrap_or(0) as i64;
@@ -349,14 +389,16 @@ impl Qwen2_5Vl {
             .logical_and(&j.ge_tensor(&pad_t).logical_or(&j.eq_tensor(&i)));
         let mut cache = KvCache::new(self.num_layers());
         cache.reserve(reserve.max(longest));
-        let hidden = self.text.forward_masked(
-            &embeds,
-            &positions,
-            &mut cache,
-            self.attn_impl,
-            opts,
-            Some(&mask),
-        )?;
+        let hidden = guarded(Stage::Prefill, || {
+            self.text.forward_masked(
+                &embeds,
+                &positions,
+                &mut cache,
+                self.attn_impl,
+                opts,
+                Some(&mask),
+            )
+        })?;
         Ok((
             hidden,
             BatchSequence {
@@ -380,6 +422,7 @@ impl Qwen2_5Vl {
         if tokens.len() != b {
             bail!("{} tokens for a batch of {b}", tokens.len());
         }
+        self.check_ids(tokens)?;
         let len = seq.len();
         let pos: Vec<i64> = seq
             .pads
@@ -410,6 +453,7 @@ impl Qwen2_5Vl {
     /// Feed one token; returns the final hidden state `[1, 1, hidden]`.
     pub fn step(&self, seq: &mut Sequence, token: i64, opts: ForwardOptions<'_>) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
+        self.check_ids(&[token])?;
         let pos = seq.len() + seq.rope_delta;
         let positions = Tensor::from_slice(&[pos, pos, pos])
             .view([3, 1, 1])

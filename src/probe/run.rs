@@ -107,6 +107,8 @@ fn setup(
 ) -> Result<(Setup, Probe)> {
     let prompt = rt.prepare(req.image, req.prompt, req.system)?;
     let ids = generator.prompt_ids(&prompt.input_ids, &req.generate)?;
+    // the probe's buffers are sized by max_new_tokens: refuse a request past the context first
+    generator.check_context(ids.len(), &req.generate)?;
     let mut probe = new_probe(
         rt,
         &ids,
