@@ -5,6 +5,7 @@
 
 use rhlens::preprocess::{
     load_image, preprocess, resize, resize_bicubic, smart_resize, Filter, ImageProcessorConfig,
+    DEFAULT_MAX_IMAGE_PIXELS,
 };
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
@@ -350,6 +351,7 @@ fn config_files_match_transformers() {
             rescale_factor: e["rescale_factor"].as_f64().unwrap(),
             do_normalize: e["do_normalize"].as_bool().unwrap(),
             do_convert_rgb: e["do_convert_rgb"].as_bool().unwrap(),
+            max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
         };
         assert_eq!(cfg, want, "{}", case["name"]);
     }

@@ -30,6 +30,10 @@ pub struct ModelArgs {
     /// needs less memory
     #[arg(long)]
     pub max_pixels: Option<usize>,
+    /// Refuse image files whose header claims more pixels than this, before decoding (default:
+    /// 178956970, where Pillow refuses an image as a decompression bomb)
+    #[arg(long)]
+    pub max_image_pixels: Option<u64>,
 }
 
 impl ModelArgs {
@@ -61,6 +65,10 @@ impl ModelArgs {
                 anyhow::bail!("--max-pixels {n} is below the checkpoint's min_pixels {min}");
             }
             rt.image_config.max_pixels = n;
+        }
+        if let Some(n) = self.max_image_pixels {
+            rt.image_config.max_image_pixels = n;
+            rt.image_config.validate()?;
         }
         super::exit::test_only_torch_failure();
         Ok(rt)
