@@ -104,10 +104,18 @@ def gif_bmp_tiff_cases(out: Path) -> list[str]:
     Image.fromarray(rgb[..., 2], "L").save(out / "gray_71x43.tif")
     Image.fromarray(np.dstack([rgb, rgb[..., 0]]), "RGBA").save(out / "rgba_71x43.tif")
     im.convert("CMYK").save(out / "cmyk_71x43.tif")
+    im.save(out / "rgb_packbits_71x43.tif", compression="packbits")
+    # written but not compared: rhlens refuses JPEG-compressed TIFF (tests/decode.rs)
+    im.save(out / "rgb_jpeg_71x43.tif", compression="jpeg")
+    Image.fromarray(photo(71, 43, 503)[..., 0].astype(np.uint16) * 3).save(out / "gray16_71x43.tif")
+    Image.fromarray(rgb[..., 1] > 128).save(out / "bilevel_71x43.tif")
+    Image.fromarray(rgb[..., 1] > 128).save(out / "bilevel_71x43.bmp")
+    Image.fromarray(rgb, "RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(out / "palette16_71x43.bmp")
     return ["palette_71x43.gif", "palette_trns_71x43.gif", "animated_71x43.gif", "rgb_71x43.bmp",
             "palette_71x43.bmp", "gray_71x43.bmp", "rgba_71x43.bmp", "rgb_71x43.tif",
             "rgb_lzw_71x43.tif", "rgb_deflate_71x43.tif", "gray_71x43.tif", "rgba_71x43.tif",
-            "cmyk_71x43.tif"]
+            "cmyk_71x43.tif", "rgb_packbits_71x43.tif", "gray16_71x43.tif",
+            "bilevel_71x43.tif", "bilevel_71x43.bmp", "palette16_71x43.bmp"]
 
 
 def main() -> None:

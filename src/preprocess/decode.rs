@@ -119,6 +119,10 @@ fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
 }
 
 fn decode_with_image_crate(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> Result<RgbImage> {
+    if format == ImageFormat::Tiff && matches!(tiff_compression(bytes), Some(6 | 7)) {
+        // The image crate decodes its JPEG strips with another JPEG decoder than Pillow's.
+        bail!("JPEG-compressed TIFF is not supported (convert the image to PNG or JPEG)");
+    }
     let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
     // The pixel limit below replaces the crate's own allocation limit.
     reader.no_limits();
@@ -129,6 +133,33 @@ fn decode_with_image_crate(bytes: &[u8], format: ImageFormat, max_pixels: u64) -
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let decoded = DynamicImage::from_decoder(decoder)?;
     Ok(oriented(to_rgb_like_pillow(decoded), orientation))
+}
+
+/// The Compression tag (259) of a TIFF file's first image, when it can be read.
+fn tiff_compression(bytes: &[u8]) -> Option<u16> {
+    let big_endian = bytes.starts_with(b"MM");
+    let u16_at = |at: usize| -> Option<u16> {
+        let b: [u8; 2] = bytes.get(at..at + 2)?.try_into().ok()?;
+        Some(if big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        })
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(if big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    };
+    let ifd = u32_at(4)? as usize;
+    let entries = usize::from(u16_at(ifd)?);
+    (0..entries)
+        .map(|i| ifd + 2 + 12 * i)
+        .find(|&entry| u16_at(entry) == Some(259))
+        .and_then(|entry| u16_at(entry + 8))
 }
 
 fn oriented(image: RgbImage, orientation: Orientation) -> RgbImage {
