@@ -222,6 +222,31 @@ fn webp_claiming(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
+#[test]
+fn jpeg_variants_the_decoder_lacks_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let jpg = jpeg_claiming(61, 47);
+    let sof = jpg.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+    let mut twelve_bit = jpg.clone();
+    twelve_bit[sof + 4] = 12;
+    let mut lossless = jpg.clone();
+    lossless[sof + 1] = 0xC3;
+    for (name, bytes) in [("twelve.jpg", twelve_bit), ("lossless.jpg", lossless)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let msg = format!("{:#}", load_image(&path).unwrap_err());
+        assert!(
+            msg.starts_with("cannot decode image") && msg.contains(name),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+    // the unpatched copy decodes
+    let path = dir.path().join("good.jpg");
+    std::fs::write(&path, jpg).unwrap();
+    assert_eq!(load_image(&path).unwrap().dimensions(), (61, 47));
+}
+
 fn assert_refused_by_limit(err: anyhow::Error, name: &str) {
     let msg = format!("{err:#}");
     assert!(!msg.contains('\n'), "{msg}");

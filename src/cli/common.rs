@@ -77,7 +77,7 @@ impl ModelArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct InputArgs {
-    /// Image file (PNG or JPEG); the bundled demo image when omitted
+    /// Image file (PNG, JPEG, WebP, GIF, BMP or TIFF); the bundled demo image when omitted
     #[arg(long)]
     pub image: Option<PathBuf>,
     /// The user's question, placed after the image in the checkpoint's chat template
