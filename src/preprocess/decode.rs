@@ -138,28 +138,22 @@ fn decode_with_image_crate(bytes: &[u8], format: ImageFormat, max_pixels: u64) -
 /// The Compression tag (259) of a TIFF file's first image, when it can be read.
 fn tiff_compression(bytes: &[u8]) -> Option<u16> {
     let big_endian = bytes.starts_with(b"MM");
-    let u16_at = |at: usize| -> Option<u16> {
-        let b: [u8; 2] = bytes.get(at..at + 2)?.try_into().ok()?;
-        Some(if big_endian {
-            u16::from_be_bytes(b)
-        } else {
-            u16::from_le_bytes(b)
+    // an unsigned integer of `len` bytes at `at`, in the file's byte order
+    let read = |at: usize, len: usize| -> Option<u32> {
+        let field = bytes.get(at..at + len)?;
+        let push = |acc: u32, byte: &u8| (acc << 8) | u32::from(*byte);
+        Some(match big_endian {
+            true => field.iter().fold(0, push),
+            false => field.iter().rev().fold(0, push),
         })
     };
-    let u32_at = |at: usize| -> Option<u32> {
-        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
-        Some(if big_endian {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        })
-    };
-    let ifd = u32_at(4)? as usize;
-    let entries = usize::from(u16_at(ifd)?);
+    let ifd = read(4, 4)? as usize;
+    let entries = read(ifd, 2)? as usize;
     (0..entries)
         .map(|i| ifd + 2 + 12 * i)
-        .find(|&entry| u16_at(entry) == Some(259))
-        .and_then(|entry| u16_at(entry + 8))
+        .find(|&entry| read(entry, 2) == Some(259))
+        .and_then(|entry| read(entry + 8, 2))
+        .map(|value| value as u16)
 }
 
 fn oriented(image: RgbImage, orientation: Orientation) -> RgbImage {
