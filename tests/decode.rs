@@ -231,7 +231,20 @@ fn jpeg_variants_the_decoder_lacks_are_refused_in_one_line() {
     twelve_bit[sof + 4] = 12;
     let mut lossless = jpg.clone();
     lossless[sof + 1] = 0xC3;
-    for (name, bytes) in [("twelve.jpg", twelve_bit), ("lossless.jpg", lossless)] {
+    // libjpeg's own reasons come through its unwinding error handler as one line.
+    let cases = [
+        (
+            "twelve.jpg",
+            twelve_bit,
+            "Unsupported JPEG data precision 12",
+        ),
+        (
+            "lossless.jpg",
+            lossless,
+            "Unsupported JPEG process: SOF type 0xc3",
+        ),
+    ];
+    for (name, bytes, reason) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         let msg = format!("{:#}", load_image(&path).unwrap_err());
@@ -239,6 +252,7 @@ fn jpeg_variants_the_decoder_lacks_are_refused_in_one_line() {
             msg.starts_with("cannot decode image") && msg.contains(name),
             "{msg}"
         );
+        assert!(msg.ends_with(reason), "{msg}");
         assert!(!msg.contains('\n'), "{msg}");
     }
     // the unpatched copy decodes
