@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image
+from transformers.image_utils import load_image
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,7 +29,8 @@ def main() -> None:
 def dump_prefill(model_dir: str, image: str, prompt: str, out: str) -> None:
     model = mf.load_model(Path(model_dir))
     processor = mf.load_processor(Path(model_dir))
-    _, inputs = mf.prepare_inputs(processor, Image.open(image).convert("RGB"), prompt)
+    # transformers' own loader: EXIF orientation applied, then convert("RGB")
+    _, inputs = mf.prepare_inputs(processor, load_image(image), prompt)
     with torch.no_grad():
         result = model(**inputs, output_attentions=True, use_cache=False)
     position_ids, _ = model.model.get_rope_index(

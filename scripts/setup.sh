@@ -10,6 +10,8 @@ TRANSFORMERS_VERSION=5.17.0
 
 need_apt=()
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+# the JPEG and WebP decoders are C sources built during the cargo build
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -144,7 +144,7 @@ impl Runtime {
 
     /// Load and preprocess an image as the checkpoint's processor would.
     pub fn prepare_image(&self, path: &Path) -> Result<PreparedImage> {
-        let img = preprocess::load_image(path)?;
+        let img = preprocess::load_image_limited(path, self.image_config.max_image_pixels)?;
         let (w, h) = img.dimensions();
         let factor = self.image_config.factor() as u32;
         if w < factor || h < factor {

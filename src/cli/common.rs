@@ -30,6 +30,10 @@ pub struct ModelArgs {
     /// needs less memory
     #[arg(long)]
     pub max_pixels: Option<usize>,
+    /// Refuse image files whose header claims more pixels than this, before decoding (default:
+    /// 178956970, where Pillow refuses an image as a decompression bomb)
+    #[arg(long)]
+    pub max_image_pixels: Option<u64>,
 }
 
 impl ModelArgs {
@@ -63,6 +67,10 @@ impl ModelArgs {
             }
             rt.image_config.max_pixels = n;
         }
+        if let Some(n) = self.max_image_pixels {
+            rt.image_config.max_image_pixels = n;
+            rt.image_config.validate()?;
+        }
         super::exit::test_only_torch_failure();
         Ok(rt)
     }
@@ -70,7 +78,7 @@ impl ModelArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct InputArgs {
-    /// Image file (PNG or JPEG); the bundled demo image when omitted
+    /// Image file (PNG, JPEG, WebP, GIF, BMP or TIFF); the bundled demo image when omitted
     #[arg(long)]
     pub image: Option<PathBuf>,
     /// The user's question, placed after the image in the checkpoint's chat template

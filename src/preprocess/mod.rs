@@ -2,8 +2,9 @@
 //! (`Qwen2VLImageProcessorPil`, transformers 5.17).
 //!
 //! The pipeline, step by step as the reference runs it:
-//! 1. [`load_image`]: decode, apply the EXIF orientation and convert to RGB the way
-//!    `transformers.image_utils.load_image` does (`ImageOps.exif_transpose` + `convert("RGB")`).
+//! 1. [`load_image`]: decode (JPEG and WebP with the C decoders Pillow uses), apply the EXIF
+//!    orientation and convert to RGB the way `transformers.image_utils.load_image` does
+//!    (`ImageOps.exif_transpose` + `convert("RGB")`).
 //! 2. [`smart_resize`] picks a size whose sides are multiples of `patch_size * merge_size`
 //!    with a pixel count inside `[min_pixels, max_pixels]`.
 //! 3. [`resize_bicubic`] (or another Pillow filter named by the config): Pillow's resampling,
@@ -15,12 +16,18 @@
 //!    (channel, frame, py, px), the layout of the vision tower's Conv3d weight. A still image
 //!    is repeated over the `temporal_patch_size` frames, and its grid has `t = 1`.
 
+mod decode;
+mod jpeg;
 mod pillow_resize;
+mod webp;
 
+pub use decode::{
+    decode_bytes, load_image, load_image_limited, DEFAULT_MAX_IMAGE_PIXELS, PILLOW_MAX_IMAGE_PIXELS,
+};
 pub use pillow_resize::{resize, resize_bicubic, Filter};
 
 use anyhow::{anyhow, bail, Context, Result};
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::RgbImage;
 use serde_json::{Map, Value};
 use std::path::Path;
 
@@ -66,6 +73,9 @@ pub struct ImageProcessorConfig {
     pub do_normalize: bool,
     /// Kept for completeness: inputs here are always RGB already (see [`load_image`]).
     pub do_convert_rgb: bool,
+    /// Images whose header claims more pixels are refused before decoding (not a key of the
+    /// config file: Pillow's decompression-bomb limit, [`DEFAULT_MAX_IMAGE_PIXELS`]).
+    pub max_image_pixels: u64,
 }
 
 impl Default for ImageProcessorConfig {
@@ -85,6 +95,7 @@ impl Default for ImageProcessorConfig {
             rescale_factor: 1.0 / 255.0,
             do_normalize: true,
             do_convert_rgb: true,
+            max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
         }
     }
 }
@@ -219,6 +230,9 @@ impl ImageProcessorConfig {
                 self.temporal_patch_size
             );
         }
+        if self.max_image_pixels == 0 {
+            return crate::error::invalid("max_image_pixels", "must be at least 1");
+        }
         if self.do_resize && (self.min_pixels == 0 || self.max_pixels == 0) {
             bail!(
                 "min_pixels ({}) and max_pixels ({}) must be positive",
@@ -322,94 +336,6 @@ pub fn smart_resize(
         usize::try_from(v).map_err(|_| anyhow!("smart_resize of {width}x{height} overflows"))
     };
     Ok((to_usize(h_bar)?, to_usize(w_bar)?))
-}
-
-/// Loads a PNG or JPEG file as RGB, like transformers' `load_image`: the EXIF orientation is
-/// applied, and the conversion follows Pillow's `convert("RGB")`: alpha is dropped (no
-/// compositing), grey is replicated, 16-bit colour keeps the high byte, 16-bit grey is
-/// clamped to 255 (Pillow's `I;16` to `RGB`).
-///
-/// PNG decoding is lossless and matches Pillow exactly; JPEG is decoded by a different
-/// decoder than Pillow's libjpeg-turbo, which can differ by a few levels on some pixels.
-pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage> {
-    let path = path.as_ref();
-    let bytes =
-        std::fs::read(path).map_err(|e| anyhow!("cannot read image {}: {e}", path.display()))?;
-    let reader = ImageReader::new(std::io::Cursor::new(bytes.as_slice()))
-        .with_guessed_format()
-        .map_err(|e| anyhow!("cannot read image {}: {e}", path.display()))?;
-    if reader.format().is_none() {
-        bail!(
-            "cannot decode image {}: not a PNG or JPEG file",
-            path.display()
-        );
-    }
-    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_has_end_marker(&bytes) {
-        // The JPEG decoder fills a cut-off scan with grey; Pillow refuses such a file
-        // ("image file is truncated"), and so does rhlens.
-        bail!(
-            "cannot decode image {}: truncated JPEG (no end-of-image marker after the last scan)",
-            path.display()
-        );
-    }
-    let decode_err = |e: image::ImageError| {
-        anyhow!(
-            "cannot decode image {}: {}",
-            path.display(),
-            one_line(&e.to_string())
-        )
-    };
-    let mut decoder = reader.into_decoder().map_err(decode_err)?;
-    // An unreadable EXIF block leaves the image as stored (Pillow ignores it too).
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let decoded = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
-    let mut rgb = DynamicImage::ImageRgb8(to_rgb_like_pillow(decoded));
-    rgb.apply_orientation(orientation);
-    Ok(rgb.into_rgb8())
-}
-
-/// Whether an end-of-image marker (FF D9) follows the last start-of-scan marker (FF DA).
-/// Entropy-coded data cannot contain either (0xFF bytes are stuffed), so a file cut inside
-/// its last scan has none; an embedded EXIF thumbnail's markers come before the main scans.
-fn jpeg_has_end_marker(bytes: &[u8]) -> bool {
-    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    match last_sos {
-        Some(p) => bytes[p..].windows(2).any(|w| w == [0xFF, 0xD9]),
-        None => false,
-    }
-}
-
-/// Decoder messages can span lines; errors here are one line.
-fn one_line(msg: &str) -> String {
-    msg.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Pillow's `convert("RGB")` for the layouts PNG and JPEG decode to.
-fn to_rgb_like_pillow(img: DynamicImage) -> RgbImage {
-    let (w, h) = (img.width(), img.height());
-    let map16 = |raw: &[u16], channels: usize, f: &dyn Fn(&[u16]) -> [u8; 3]| {
-        let buf: Vec<u8> = raw.chunks_exact(channels).flat_map(f).collect();
-        // Exact length by construction.
-        RgbImage::from_raw(w, h, buf).expect("converted buffer matches its dimensions")
-    };
-    let hi = |v: u16| (v >> 8) as u8;
-    match img {
-        DynamicImage::ImageRgb8(i) => i,
-        // RGBA, LA, L (8-bit): drop alpha / replicate grey, as the image crate does too.
-        DynamicImage::ImageRgba8(_)
-        | DynamicImage::ImageLuma8(_)
-        | DynamicImage::ImageLumaA8(_) => img.to_rgb8(),
-        // Pillow reads 16-bit PNG colour (and grey + alpha, as RGBA) with its `;16B` rawmodes,
-        // which keep the most significant byte.
-        DynamicImage::ImageRgb16(i) => map16(i.as_raw(), 3, &|p| [hi(p[0]), hi(p[1]), hi(p[2])]),
-        DynamicImage::ImageRgba16(i) => map16(i.as_raw(), 4, &|p| [hi(p[0]), hi(p[1]), hi(p[2])]),
-        DynamicImage::ImageLumaA16(i) => map16(i.as_raw(), 2, &|p| [hi(p[0]); 3]),
-        // 16-bit grey opens as `I;16`, whose conversion to RGB clamps to 255.
-        DynamicImage::ImageLuma16(i) => map16(i.as_raw(), 1, &|p| [p[0].min(255) as u8; 3]),
-        other => other.to_rgb8(),
-    }
 }
 
 /// Model input for one image.
