@@ -14,6 +14,7 @@ pub mod generate;
 pub mod model;
 pub mod preprocess;
 pub mod probe;
+pub mod prompt;
 pub mod render;
 pub mod runtime;
 pub mod sampling;

@@ -157,6 +157,8 @@ fn layers_averages_the_prompt_only_allocation_and_skips_bad_records() {
         "--device",
         "cpu",
         "--quiet",
+        "--query",
+        "assistant-start",
         "--out",
         out.to_str().unwrap(),
     ]);

@@ -2,11 +2,13 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use clap::Args;
+use clap::builder::PossibleValue;
+use clap::{Args, ValueEnum};
 
 use super::flags::Dtype;
 use crate::generate::{GenerateConfig, LengthControl, ThinkTags};
 use crate::model::DeviceRequest;
+use crate::prompt::{PromptStyle, PROMPT_STYLES};
 use crate::runtime::{demo_image, demo_model_dir, Runtime};
 use crate::sampling::{Sampling, SamplingConfig};
 use crate::settings::{Sweep, SweepKind, SweepPlan, SweepSetting};
@@ -78,11 +80,37 @@ pub struct InputArgs {
     /// System prompt (default: the chat template's own)
     #[arg(long)]
     pub system: Option<String>,
+    #[command(flatten)]
+    pub style: PromptStyleArg,
 }
 
 impl InputArgs {
+    /// `--prompt` with the `--prompt-style` preset applied: what the model is asked.
+    pub fn question(&self) -> String {
+        self.style.prompt_style.apply(&self.prompt)
+    }
+
     pub fn image_path(&self) -> PathBuf {
         self.image.clone().unwrap_or_else(demo_image)
+    }
+}
+
+/// `--prompt-style`: a named preset appended to every question (the table in [`crate::prompt`]).
+#[derive(Args, Debug, Clone, Default)]
+pub struct PromptStyleArg {
+    /// Text appended to every question, by preset name (recorded in traces and results)
+    #[arg(long, value_enum, default_value_t = PromptStyle::Plain)]
+    pub prompt_style: PromptStyle,
+}
+
+impl ValueEnum for PromptStyle {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[PromptStyle::Plain, PromptStyle::R1, PromptStyle::R1Heatmap]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let (_, name, help) = PROMPT_STYLES.iter().find(|(s, _, _)| s == self)?;
+        Some(PossibleValue::new(*name).help(*help))
     }
 }
 

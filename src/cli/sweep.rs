@@ -54,7 +54,7 @@ pub fn run(args: SweepCmd) -> Result<()> {
     let image = args.input.image_path();
     let req = SweepRequest {
         image: &image,
-        prompt: &args.input.prompt,
+        prompt: &args.input.question(),
         system: args.input.system.as_deref(),
         base: cfg,
         probe,

@@ -98,7 +98,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let image = args.input.image_path();
     let req = TraceRequest {
         image: &image,
-        prompt: &args.input.prompt,
+        prompt: &args.input.question(),
         system: args.input.system.as_deref(),
         generate: cfg,
         probe,
