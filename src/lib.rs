@@ -5,6 +5,7 @@
 //! [`probe`] turns observed attention into per-role traces, [`render`] draws figures from saved
 //! files, and [`bench`] runs and scores benchmarks.
 pub mod bench;
+pub mod budget;
 pub mod checkpoint;
 pub mod cli;
 pub mod error;

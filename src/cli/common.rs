@@ -6,6 +6,7 @@ use clap::builder::PossibleValue;
 use clap::{Args, ValueEnum};
 
 use super::flags::Dtype;
+use crate::budget::BudgetProtocol;
 use crate::generate::{GenerateConfig, LengthControl, ThinkTags};
 use crate::model::DeviceRequest;
 use crate::prompt::{PromptStyle, PROMPT_STYLES};
@@ -230,6 +231,25 @@ pub fn generate_config(s: &SamplingArgs, l: &LengthArgs) -> GenerateConfig {
     };
     l.apply(&mut cfg);
     cfg
+}
+
+/// `--budget-protocol`: how a sweep's or an evaluation's `--budgets` are imposed.
+#[derive(Args, Debug, Clone, Default)]
+pub struct BudgetProtocolArgs {
+    /// token-exact (N thinking tokens, then the close tag, in one KV cache) or paper (the
+    /// paper's two stages: generate up to --max-new-tokens, cut the thinking to N characters,
+    /// ask again with it; the paper used --max-new-tokens 5000)
+    #[arg(long, default_value = "token-exact", value_parser = ["token-exact", "paper"])]
+    pub budget_protocol: String,
+    /// Stage 2's token limit under --budget-protocol paper [default: 1024, the paper's]
+    #[arg(long)]
+    pub answer_tokens: Option<usize>,
+}
+
+impl BudgetProtocolArgs {
+    pub fn protocol(&self) -> Result<BudgetProtocol> {
+        BudgetProtocol::new(&self.budget_protocol, self.answer_tokens)
+    }
 }
 
 /// What a sweep or a benchmark run varies: one of --budgets, --waits, or --steer with --weights.
