@@ -182,7 +182,7 @@ pub fn run_sweep(
                 // a partial trace from an interrupted run is redone
                 force: true,
                 settings: serde_json::json!({
-                    "sweep": sweep.kind.as_str(),
+                    "sweep": req.protocol.kind_name(sweep.kind),
                     "setting": setting.key,
                     "value": setting.value,
                     "sample": k,
