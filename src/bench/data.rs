@@ -288,7 +288,10 @@ impl Loader {
         value: &Value,
         default_split: Option<Split>,
     ) {
-        let id = value.get("id").and_then(scalar_text);
+        let id = value
+            .as_object()
+            .and_then(|o| any_field(o, ID_FIELDS).ok())
+            .and_then(scalar_text);
         match validate_record(base, value, default_split) {
             Ok(sample) => {
                 let key = (sample.split, sample.id.clone());
