@@ -109,6 +109,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         settings: serde_json::json!({
             "steer": args.steer.as_ref().map(|p| p.to_string_lossy().into_owned()),
             "steer_weight": args.steer_weight.unwrap_or(0.0),
+            "prompt_style": args.input.style.prompt_style.name(),
         }),
     };
     let quiet = args.quiet;
