@@ -9,10 +9,12 @@
 //!   truncated to N *characters*. Stage 2 asks again, from a fresh prompt whose user text is the
 //!   question (without the prompt preset), a line break, `<think>\n{thinking}\n</think>\n\n` and
 //!   ` So the Final Answer is:`, and generates up to `answer_tokens`. The two stages share the
-//!   sampling settings; stage 2 is the one traced.
+//!   sampling settings (the paper's: [`paper_sampling`]); stage 2 is the one traced.
 //!
 //! Budgets of the two protocols count different things, so settings are keyed differently
 //! (`budget=100` tokens, `think_chars=100` characters) and every result records its protocol.
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -21,6 +23,7 @@ use crate::error::invalid;
 use crate::generate::{GenerateConfig, Generator, Hooks};
 use crate::probe::{traced_generation, TraceRequest, TracedRun};
 use crate::runtime::Runtime;
+use crate::sampling::{Sampling, SamplingConfig};
 use crate::settings::{check_settings, Sweep, SweepKind, SweepPlan, SweepSetting};
 
 /// The paper's stage-2 answer limit (`final_answer_tokens`).
@@ -166,6 +169,37 @@ impl BudgetProtocol {
             sweep.apply(setting, base)
         }
     }
+}
+
+/// The sampling of the paper's scripts: `do_sample=True` with the checkpoint's
+/// `generation_config.json` (Hugging Face's defaults where it is silent: temperature 1, top-k 50,
+/// top-p 1, repetition penalty 1). A repetition penalty other than 1 in `given` wins over the
+/// file's; the seed is kept.
+pub fn paper_sampling(model_dir: &Path, given: &SamplingConfig) -> Result<SamplingConfig> {
+    let path = model_dir.join("generation_config.json");
+    let file: serde_json::Value = if path.is_file() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?
+    } else {
+        serde_json::Value::Null
+    };
+    let number =
+        |key: &str, default: f64| file.get(key).and_then(|v| v.as_f64()).unwrap_or(default);
+    let repetition_penalty = if given.repetition_penalty != 1.0 {
+        given.repetition_penalty
+    } else {
+        number("repetition_penalty", 1.0)
+    };
+    Ok(SamplingConfig {
+        mode: Sampling::Sample {
+            temperature: number("temperature", 1.0),
+            top_k: number("top_k", 50.0) as usize,
+            top_p: number("top_p", 1.0),
+        },
+        repetition_penalty,
+        seed: given.seed,
+    })
 }
 
 /// What the paper's stage 1 left for stage 2.

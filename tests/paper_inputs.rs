@@ -167,3 +167,39 @@ fn the_paper_protocol_refuses_what_it_would_ignore() {
         &["--answer-tokens"],
     );
 }
+
+#[test]
+fn the_paper_protocol_samples_as_the_checkpoints_generation_config_says() {
+    use rhlens::budget::paper_sampling;
+    use rhlens::sampling::{Sampling, SamplingConfig};
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "generation_config.json",
+        r#"{"do_sample": false, "temperature": 0.6, "top_p": 0.9, "repetition_penalty": 1.05}"#,
+    );
+    let given = SamplingConfig {
+        mode: Sampling::Greedy,
+        repetition_penalty: 1.0,
+        seed: Some(4),
+    };
+    let s = paper_sampling(dir.path(), &given).unwrap();
+    // the scripts pass do_sample=True; Hugging Face's top-k 50 where the file is silent
+    let want = Sampling::Sample {
+        temperature: 0.6,
+        top_k: 50,
+        top_p: 0.9,
+    };
+    assert_eq!(s.mode, want);
+    assert_eq!((s.repetition_penalty, s.seed), (1.05, Some(4)));
+    let chosen = SamplingConfig {
+        repetition_penalty: 1.2,
+        ..given
+    };
+    assert_eq!(
+        paper_sampling(dir.path(), &chosen)
+            .unwrap()
+            .repetition_penalty,
+        1.2
+    );
+}

@@ -169,6 +169,7 @@ fn paper_budget_protocol_equals_the_two_stage_procedure_under_greedy_decoding() 
         image.to_str().unwrap(),
         "--prompt",
         question,
+        "--greedy",
         "--prompt-style",
         "r1",
         "--budget-protocol",

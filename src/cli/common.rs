@@ -141,6 +141,11 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
+    /// Whether any flag chose how to decode (`--greedy`, `--temperature`, `--top-p`, `--top-k`).
+    pub fn chosen(&self) -> bool {
+        self.greedy || self.temperature.is_some() || self.top_p.is_some() || self.top_k.is_some()
+    }
+
     pub fn config(&self) -> SamplingConfig {
         let sampled = !self.greedy
             && (self.temperature.is_some() || self.top_p.is_some() || self.top_k.is_some());
@@ -238,7 +243,8 @@ pub fn generate_config(s: &SamplingArgs, l: &LengthArgs) -> GenerateConfig {
 pub struct BudgetProtocolArgs {
     /// token-exact (N thinking tokens, then the close tag, in one KV cache) or paper (the
     /// paper's two stages: generate up to --max-new-tokens, cut the thinking to N characters,
-    /// ask again with it; the paper used --max-new-tokens 5000)
+    /// ask again with it; the paper used --max-new-tokens 5000). paper samples as the paper's
+    /// scripts (the checkpoint's generation_config.json) unless --greedy or a sampling flag is given
     #[arg(long, default_value = "token-exact", value_parser = ["token-exact", "paper"])]
     pub budget_protocol: String,
     /// Stage 2's token limit under --budget-protocol paper [default: 1024, the paper's]
@@ -249,6 +255,20 @@ pub struct BudgetProtocolArgs {
 impl BudgetProtocolArgs {
     pub fn protocol(&self) -> Result<BudgetProtocol> {
         BudgetProtocol::new(&self.budget_protocol, self.answer_tokens)
+    }
+
+    /// The paper's protocol samples as its scripts did unless a flag chose how to decode.
+    pub fn sampling(
+        &self,
+        sampling: &SamplingArgs,
+        model: &ModelArgs,
+        cfg: &mut GenerateConfig,
+    ) -> Result<()> {
+        if self.protocol()?.is_paper() && !sampling.chosen() {
+            let dir = crate::checkpoint::resolve_model(&model.model_spec())?;
+            cfg.sampling = crate::budget::paper_sampling(&dir, &cfg.sampling)?;
+        }
+        Ok(())
     }
 }
 

@@ -77,7 +77,9 @@ fn parse_split(s: &str) -> Result<Split, String> {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     // checks in the order a user meets them: flags, the benchmark, then the model
-    let generate = generate_config(&args.sampling, &args.length);
+    let mut generate = generate_config(&args.sampling, &args.length);
+    args.protocol
+        .sampling(&args.sampling, &args.model, &mut generate)?;
     generate.validate()?;
     let protocol = args.protocol.protocol()?;
     protocol.check_plan(&args.sweep.sweep_plan()?, &generate, args.samples as usize)?;

@@ -43,7 +43,9 @@ pub struct SweepCmd {
 
 pub fn run(args: SweepCmd) -> Result<()> {
     let (_, settings) = args.sweep.plan()?;
-    let cfg = generate_config(&args.sampling, &args.length);
+    let mut cfg = generate_config(&args.sampling, &args.length);
+    args.protocol
+        .sampling(&args.sampling, &args.model, &mut cfg)?;
     cfg.validate()?;
     let protocol = args.protocol.protocol()?;
     protocol.check_plan(&args.sweep.sweep_plan()?, &cfg, args.samples)?;
