@@ -5,6 +5,7 @@
 //! [`probe`] turns observed attention into per-role traces, [`render`] draws figures from saved
 //! files, and [`bench`] runs and scores benchmarks.
 pub mod bench;
+pub mod budget;
 pub mod checkpoint;
 pub mod cli;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod generate;
 pub mod model;
 pub mod preprocess;
 pub mod probe;
+pub mod prompt;
 pub mod render;
 pub mod runtime;
 pub mod sampling;

@@ -168,11 +168,24 @@ impl Runtime {
     /// Render the chat template for one image + `prompt`, expand the image placeholder to one token
     /// per merged patch, tokenize, and label the prompt's spans.
     pub fn prepare(&self, image: &Path, prompt: &str, system: Option<&str>) -> Result<Prompt> {
+        self.prepare_turn(image, prompt, system, true)
+    }
+
+    /// [`Runtime::prepare`], ending with the assistant header only when `add_generation_prompt`.
+    pub fn prepare_turn(
+        &self,
+        image: &Path,
+        prompt: &str,
+        system: Option<&str>,
+        add_generation_prompt: bool,
+    ) -> Result<Prompt> {
         if prompt.trim().is_empty() {
             return invalid("prompt", "is empty: there is no question to answer");
         }
         let image = self.prepare_image(image)?;
-        let rendered = self.template.render(system, prompt)?;
+        let rendered = self
+            .template
+            .render_turn(system, prompt, add_generation_prompt)?;
         let pad = self
             .tokenizer
             .id_to_token(self.config.image_token_id)

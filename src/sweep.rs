@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::budget::{paper_generation, BudgetProtocol};
 use crate::formats::diff::first_difference;
 use crate::formats::shares::role_shares;
 use crate::formats::sweep::{SweepRow, SweepSummary};
@@ -11,13 +12,17 @@ use crate::formats::trace::{Trace, TraceArrays, TraceMeta};
 use crate::formats::Role;
 use crate::generate::GenerateConfig;
 use crate::probe::run::recorded_settings;
-use crate::probe::{traced_generation, ProbeConfig, TraceRequest};
+use crate::probe::{traced_generation, ProbeConfig, TraceRequest, TracedRun};
+use crate::prompt::PromptStyle;
 use crate::runtime::Runtime;
 use crate::settings::{Sweep, SweepSetting};
 
 pub struct SweepRequest<'a> {
     pub image: &'a Path,
+    /// the question, before `prompt_style` is applied
     pub prompt: &'a str,
+    pub prompt_style: PromptStyle,
+    pub protocol: BudgetProtocol,
     pub system: Option<&'a str>,
     pub base: GenerateConfig,
     pub probe: ProbeConfig,
@@ -79,7 +84,13 @@ fn check_resumable(
     setting: &SweepSetting,
     cfg: &GenerateConfig,
 ) -> Result<()> {
-    let same_input = t.meta.prompt == req.prompt
+    // the paper's protocol traces stage 2, whose prompt holds stage 1's thinking
+    let asked = t
+        .meta
+        .settings
+        .get("stage1_prompt")
+        .and_then(|v| v.as_str());
+    let same_input = asked.unwrap_or(&t.meta.prompt) == req.prompt_style.apply(req.prompt)
         && t.meta.image.path == req.image.to_string_lossy()
         && t.meta.model.path == rt.dir.to_string_lossy()
         && t.meta.settings.get("setting").and_then(|v| v.as_str()) == Some(setting.key.as_str());
@@ -94,6 +105,15 @@ fn check_resumable(
     }
     let mut now = recorded_settings(cfg, &req.probe);
     now["steer"] = steer_file(sweep).into();
+    // compared only when not the default, so sweeps made before these options resume
+    if req.prompt_style != PromptStyle::Plain {
+        now["prompt_style"] = req.prompt_style.name().into();
+    }
+    if let BudgetProtocol::Paper { answer_tokens } = req.protocol {
+        now["budget_protocol"] = req.protocol.record();
+        now["stage1_max_new_tokens"] = cfg.max_new_tokens.into();
+        now["max_new_tokens"] = answer_tokens.into();
+    }
     let saved = serde_json::Value::Object(t.meta.settings.clone());
     match first_difference(&saved, &now) {
         None => Ok(()),
@@ -114,7 +134,9 @@ pub fn run_sweep(
     req: &SweepRequest<'_>,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<SweepSummary> {
-    sweep.check(&req.base, req.samples)?;
+    req.protocol
+        .check(sweep.kind, &sweep.settings, &req.base, req.samples)?;
+    let asked = req.prompt_style.apply(req.prompt);
     std::fs::create_dir_all(req.out).with_context(|| format!("creating {}", req.out.display()))?;
     // one writer per sweep folder, until the summary is written
     let _lock = crate::fsutil::RunLock::acquire(req.out)?;
@@ -138,7 +160,7 @@ pub fn run_sweep(
                 base.sampling.seed = Some(k as u64);
             }
             let seed = base.sampling.seed;
-            let (cfg, steering) = sweep.apply(setting, &base);
+            let (cfg, steering) = req.protocol.apply(sweep, setting, &base);
             if let Ok(t) = Trace::read(&dir) {
                 check_resumable(&t, &dir, rt, req, sweep, setting, &cfg)?;
                 // finished in an earlier run
@@ -152,7 +174,7 @@ pub fn run_sweep(
             let t0 = std::time::Instant::now();
             let tr = TraceRequest {
                 image: req.image,
-                prompt: req.prompt,
+                prompt: &asked,
                 system: req.system,
                 generate: cfg,
                 probe: req.probe.clone(),
@@ -162,14 +184,16 @@ pub fn run_sweep(
                 // a partial trace from an interrupted run is redone
                 force: true,
                 settings: serde_json::json!({
-                    "sweep": sweep.kind.as_str(),
+                    "sweep": req.protocol.kind_name(sweep.kind),
                     "setting": setting.key,
                     "value": setting.value,
                     "sample": k,
                     "steer": steer_file(sweep),
+                    "prompt_style": req.prompt_style.name(),
+                    "budget_protocol": req.protocol.record(),
                 }),
             };
-            let run = traced_generation(rt, &tr, &mut |_| {})
+            let run = sweep_generation(rt, &tr, req, setting)
                 .with_context(|| format!("setting {}", setting.key))?;
             rows.push(row_from_trace(
                 setting,
@@ -185,9 +209,9 @@ pub fn run_sweep(
         }
     }
     let summary = SweepSummary {
-        kind: sweep.kind.as_str().to_string(),
+        kind: req.protocol.kind_name(sweep.kind).to_string(),
         image: req.image.to_string_lossy().into_owned(),
-        prompt: req.prompt.to_string(),
+        prompt: asked,
         model: rt.dir.to_string_lossy().into_owned(),
         random_weights: rt.config.random_weights,
         samples,
@@ -195,4 +219,20 @@ pub fn run_sweep(
     };
     summary.write(req.out)?;
     Ok(summary)
+}
+
+/// One setting's traced generation, by the sweep's budget protocol.
+fn sweep_generation(
+    rt: &Runtime,
+    tr: &TraceRequest<'_>,
+    req: &SweepRequest<'_>,
+    setting: &SweepSetting,
+) -> Result<TracedRun> {
+    match req.protocol {
+        BudgetProtocol::TokenExact => traced_generation(rt, tr, &mut |_| {}),
+        BudgetProtocol::Paper { answer_tokens } => {
+            let chars = setting.value as usize;
+            Ok(paper_generation(rt, tr, req.prompt, chars, answer_tokens)?.0)
+        }
+    }
 }

@@ -157,12 +157,14 @@ fn layers_averages_the_prompt_only_allocation_and_skips_bad_records() {
         "--device",
         "cpu",
         "--quiet",
+        "--query",
+        "assistant-start",
         "--out",
         out.to_str().unwrap(),
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("skipped record c") && err.contains("skipped record 3"),
+        err.contains("skipped record c") && err.contains("skipped record d"),
         "{err}"
     );
     let csv = std::fs::read_to_string(out.join("allocation.csv")).unwrap();

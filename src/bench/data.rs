@@ -288,7 +288,10 @@ impl Loader {
         value: &Value,
         default_split: Option<Split>,
     ) {
-        let id = value.get("id").and_then(scalar_text);
+        let id = value
+            .as_object()
+            .and_then(|o| any_field(o, ID_FIELDS).ok())
+            .and_then(scalar_text);
         match validate_record(base, value, default_split) {
             Ok(sample) => {
                 let key = (sample.split, sample.id.clone());
@@ -384,6 +387,59 @@ fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
+/// The names a field goes by: rhlens's first, then those of the paper's files (its layer
+/// analysis reads `{"question_id", "image", "text"}`; its length-control scripts read RH-Bench
+/// records by `image_src`).
+const ID_FIELDS: &[&str] = &["id", "question_id"];
+const QUESTION_FIELDS: &[&str] = &["question", "text", "prompt"];
+const IMAGE_FIELDS: &[&str] = &["image", "image_src"];
+
+/// The first of `names` present and not null in `obj`.
+fn any_field<'v>(
+    obj: &'v serde_json::Map<String, Value>,
+    names: &[&str],
+) -> Result<&'v Value, String> {
+    names
+        .iter()
+        .find_map(|n| obj.get(*n).filter(|v| !v.is_null()))
+        .ok_or_else(|| {
+            let alt: Vec<String> = names[1..].iter().map(|n| format!("`{n}`")).collect();
+            if alt.is_empty() {
+                format!("missing field `{}`", names[0])
+            } else {
+                format!("missing field `{}` (or {})", names[0], alt.join(", "))
+            }
+        })
+}
+
+/// The record's id (`id` or `question_id`), question and image name, as text.
+fn question_fields(
+    obj: &serde_json::Map<String, Value>,
+) -> Result<(String, String, String), String> {
+    let id =
+        scalar_text(any_field(obj, ID_FIELDS)?).ok_or("field `id` is not a string or number")?;
+    let id = id.trim().to_string();
+    if id.is_empty() {
+        return Err("empty `id`".into());
+    }
+    let question = any_field(obj, QUESTION_FIELDS)?
+        .as_str()
+        .ok_or("field `question` is not a string")?
+        .to_string();
+    if question.trim().is_empty() {
+        return Err("empty question".into());
+    }
+    let image = any_field(obj, IMAGE_FIELDS)?
+        .as_str()
+        .ok_or("field `image` is not a string")?
+        .trim()
+        .to_string();
+    if image.is_empty() {
+        return Err("empty `image`".into());
+    }
+    Ok((id, question, image))
+}
+
 fn validate_record(
     base: &Path,
     value: &Value,
@@ -392,24 +448,8 @@ fn validate_record(
     let obj = value
         .as_object()
         .ok_or_else(|| "record is not a JSON object".to_string())?;
-    let field = |name: &str| -> Result<&Value, String> {
-        match obj.get(name) {
-            None | Some(Value::Null) => Err(format!("missing field `{name}`")),
-            Some(v) => Ok(v),
-        }
-    };
-    let id = scalar_text(field("id")?).ok_or("field `id` is not a string or number")?;
-    let id = id.trim().to_string();
-    if id.is_empty() {
-        return Err("empty `id`".into());
-    }
-    let question = field("question")?
-        .as_str()
-        .ok_or("field `question` is not a string")?
-        .to_string();
-    if question.trim().is_empty() {
-        return Err("empty question".into());
-    }
+    let field = |name: &str| -> Result<&Value, String> { any_field(obj, &[name]) };
+    let (id, question, image_name) = question_fields(obj)?;
     let answer = scalar_text(field("answer")?)
         .ok_or("field `answer` is not a string or number")?
         .trim()
@@ -431,15 +471,7 @@ fn validate_record(
                 .ok_or_else(|| format!("unknown split `{s}` (expected perception or reasoning)"))?
         }
     };
-    let image_name = field("image")?
-        .as_str()
-        .ok_or("field `image` is not a string")?
-        .trim()
-        .to_string();
-    if image_name.is_empty() {
-        return Err("empty `image`".into());
-    }
-    let image = resolve_image(base, &image_name, split).ok_or_else(|| {
+    let image = resolve_image(base, &image_name, image_dirs(split)).ok_or_else(|| {
         format!(
             "image `{image_name}` not found (looked in {} and its {} folders)",
             base.display(),
@@ -466,19 +498,94 @@ fn validate_record(
     })
 }
 
-fn resolve_image(base: &Path, name: &str, split: Split) -> Option<PathBuf> {
+/// `name` under `base` or one of its `dirs`; a path that is not there (an absolute path of
+/// another machine, as RH-Bench's `image_src` holds) is looked up by its file name, as the
+/// paper's scripts do.
+fn resolve_image(base: &Path, name: &str, dirs: &[&str]) -> Option<PathBuf> {
     let rel = Path::new(name);
-    if rel.is_absolute() {
-        return rel.is_file().then(|| rel.to_path_buf());
-    }
     let mut candidates = vec![base.join(rel)];
-    for dir in image_dirs(split) {
-        candidates.push(base.join(dir).join(rel));
-        if let Some(file_name) = rel.file_name() {
+    for dir in dirs {
+        if !rel.is_absolute() {
+            candidates.push(base.join(dir).join(rel));
+        }
+    }
+    if let Some(file_name) = rel.file_name() {
+        candidates.push(base.join(file_name));
+        for dir in dirs {
             candidates.push(base.join(dir).join(file_name));
         }
     }
     candidates.into_iter().find(|p| p.is_file())
+}
+
+/// A question without a gold answer, for analyses that only ask (the layer analysis).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Question {
+    pub id: String,
+    pub question: String,
+    /// Resolved image path (exists at load time).
+    pub image: PathBuf,
+}
+
+/// Read questions from a JSON array, `{"samples"|"data"|"records": [...]}` or JSONL file, in
+/// rhlens's schema (`id`, `image`, `question`) or the paper's (`question_id`, `image`, `text`;
+/// RH-Bench's `image_src`). A record without an id is numbered by its index. Images are looked
+/// up under `images` (default: the file's directory) by path, then by file name. Bad records
+/// come back as problems.
+pub fn load_questions(
+    path: &Path,
+    images: Option<&Path>,
+) -> Result<(Vec<Question>, Vec<RecordProblem>), BenchError> {
+    let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = images
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
+    let mut questions = Vec::new();
+    let mut problems = Vec::new();
+    for (index, rec) in parse_records(path, &text)? {
+        let mut problem = |id: Option<String>, reason: String| {
+            problems.push(RecordProblem {
+                file: path.to_path_buf(),
+                index,
+                id,
+                reason,
+            })
+        };
+        let value = match rec {
+            Ok(v) => v,
+            Err(reason) => {
+                problem(None, reason);
+                continue;
+            }
+        };
+        let Some(obj) = value.as_object() else {
+            problem(None, "record is not a JSON object".into());
+            continue;
+        };
+        let mut obj = obj.clone();
+        let given_id = any_field(&obj, ID_FIELDS).ok().and_then(scalar_text);
+        if given_id.is_none() {
+            obj.insert("id".into(), Value::from(index.to_string()));
+        }
+        match question_fields(&obj) {
+            Ok((id, question, name)) => match resolve_image(&base, &name, &[]) {
+                Some(image) => questions.push(Question {
+                    id,
+                    question,
+                    image,
+                }),
+                None => problem(
+                    given_id,
+                    format!("image `{name}` not found in {}", base.display()),
+                ),
+            },
+            Err(reason) => problem(given_id, reason),
+        }
+    }
+    Ok((questions, problems))
 }
 
 /// `options` as a list of texts (optionally already labelled "A. ...") or a letter -> text map.

@@ -26,11 +26,13 @@ use super::data::{load_bench, RecordProblem, Sample, Split};
 use super::results::{Manifest, ResultRecord, ResultsWriter, Setting, RESULTS_FILE};
 use super::runner::{run_resumable_batched, RunOptions, RunProgress, RunSummary, WorkItem};
 use super::shard::Shard;
+use crate::budget::{paper_generation, BudgetProtocol, PaperStage1};
 use crate::formats::shares::role_shares;
 use crate::fsutil::RunLock;
 use crate::generate::GenerateConfig;
 use crate::probe::run::{batchable, traced_generation_batch};
 use crate::probe::{traced_generation, ProbeConfig, TraceRequest, TracedRun};
+use crate::prompt::PromptStyle;
 use crate::runtime::Runtime;
 use crate::settings::{Sweep, SweepSetting};
 
@@ -47,6 +49,10 @@ pub struct EvalRequest {
     pub probe: ProbeConfig,
     /// System prompt (`None`: the chat template's own).
     pub system: Option<String>,
+    /// Preset appended to every question.
+    pub prompt_style: PromptStyle,
+    /// How the sweep's budgets are imposed.
+    pub protocol: BudgetProtocol,
     /// Run directory: manifest.json, results.jsonl (appended and synced per answer).
     pub out: PathBuf,
     /// Run only this shard of the work.
@@ -127,7 +133,12 @@ pub fn run(
     progress: &mut dyn RunProgress,
 ) -> Result<EvalSummary> {
     let req = &plan.request;
-    sweep.check(&req.generate, req.samples_per_setting as usize)?;
+    req.protocol.check(
+        sweep.kind,
+        &sweep.settings,
+        &req.generate,
+        req.samples_per_setting as usize,
+    )?;
     let settings: Vec<Setting> = sweep
         .settings
         .iter()
@@ -159,6 +170,18 @@ pub fn run(
 /// The manifest of this run: what it will produce and with which settings.
 fn manifest(plan: &EvalPlan, sweep: &Sweep, settings: &[Setting]) -> Manifest {
     let req = &plan.request;
+    let mut config = serde_json::json!({
+        "sweep": req.protocol.kind_name(sweep.kind),
+        "generate": req.generate,
+        "system": req.system,
+    });
+    // recorded when not the default, so that runs made before these options resume
+    if req.prompt_style != PromptStyle::Plain {
+        config["prompt_style"] = req.prompt_style.name().into();
+    }
+    if req.protocol.is_paper() {
+        config["budget_protocol"] = req.protocol.record();
+    }
     Manifest::new(
         &req.bench,
         &req.model_name,
@@ -166,11 +189,7 @@ fn manifest(plan: &EvalPlan, sweep: &Sweep, settings: &[Setting]) -> Manifest {
         req.samples_per_setting,
         &plan.samples,
         req.shard,
-        serde_json::json!({
-            "sweep": sweep.kind.as_str(),
-            "generate": req.generate,
-            "system": req.system,
-        }),
+        config,
     )
 }
 
@@ -215,7 +234,10 @@ struct Item {
     cfg: GenerateConfig,
     steering: Option<Tensor>,
     seed: u64,
+    /// the question as asked (preset applied)
     question: String,
+    /// the question without the preset (the paper's stage 2 repeats it)
+    bare_question: String,
     trace_dir: Option<PathBuf>,
 }
 
@@ -243,13 +265,14 @@ impl Answerer<'_> {
         } else if req.samples_per_setting > 1 && !cfg.sampling.is_greedy() {
             cfg.sampling.seed = Some(k as u64);
         }
-        let (cfg, steering) = self.sweep.apply(point, &cfg);
+        let (cfg, steering) = req.protocol.apply(self.sweep, point, &cfg);
         let seed = cfg.sampling.seed.unwrap_or(0);
         Ok(Item {
             cfg,
             steering,
             seed,
-            question: question_text(sample),
+            question: req.prompt_style.apply(&question_text(sample)),
+            bare_question: question_text(sample),
             trace_dir: req.traces.then(|| trace_dir(&req.out, sample, setting, k)),
         })
     }
@@ -271,7 +294,12 @@ impl Answerer<'_> {
             steering: item.steering.as_ref(),
             out: item.trace_dir.as_deref(),
             force: true,
-            settings: serde_json::json!({ "sample": sample.id, "setting": setting.key }),
+            settings: serde_json::json!({
+                "sample": sample.id,
+                "setting": setting.key,
+                "prompt_style": req.prompt_style.name(),
+                "budget_protocol": req.protocol.record(),
+            }),
         }
     }
 
@@ -308,9 +336,22 @@ impl Answerer<'_> {
         let t0 = Instant::now();
         let item = self.prepare(w.sample, w.setting, w.sample_index)?;
         let req = self.request(&item, w.sample, w.setting);
-        let run = traced_generation(self.rt, &req, &mut |_| {})
-            .with_context(|| format!("sample {} at {}", w.sample.id, w.setting.key))?;
-        Ok(self.record(w, &item, &run, t0.elapsed().as_secs_f64()))
+        let (run, stage1) = match self.plan.request.protocol {
+            BudgetProtocol::TokenExact => (traced_generation(self.rt, &req, &mut |_| {}), None),
+            BudgetProtocol::Paper { answer_tokens } => {
+                let chars = w.setting.value as usize;
+                match paper_generation(self.rt, &req, &item.bare_question, chars, answer_tokens) {
+                    Ok((run, stage1)) => (Ok(run), Some(stage1)),
+                    Err(e) => (Err(e), None),
+                }
+            }
+        };
+        let run = run.with_context(|| format!("sample {} at {}", w.sample.id, w.setting.key))?;
+        let mut rec = self.record(w, &item, &run, t0.elapsed().as_secs_f64());
+        if let Some(stage1) = stage1 {
+            paper_thinking_into(&mut rec, &stage1, self.rt)?;
+        }
+        Ok(rec)
     }
 
     fn one_by_one(&self, group: &[WorkItem<'_>]) -> Vec<Result<ResultRecord>> {
@@ -320,7 +361,8 @@ impl Answerer<'_> {
     /// A group of two or more as one batch when the probe can batch it; otherwise, or when the
     /// batch fails, one at a time so that each item gets its own error.
     fn answer_group(&self, group: &[WorkItem<'_>]) -> Vec<Result<ResultRecord>> {
-        if group.len() < 2 {
+        // the paper's two stages run one question at a time
+        if group.len() < 2 || self.plan.request.protocol.is_paper() {
             return self.one_by_one(group);
         }
         let t0 = Instant::now();
@@ -353,4 +395,12 @@ impl Answerer<'_> {
             Err(_) => self.one_by_one(group),
         }
     }
+}
+
+/// Under the paper's protocol the thinking a record reports is stage 1's, as cut to the budget
+/// (stage 2 answers after it).
+fn paper_thinking_into(rec: &mut ResultRecord, stage1: &PaperStage1, rt: &Runtime) -> Result<()> {
+    rec.thinking_text = stage1.thinking.clone();
+    rec.think_tokens = rt.tokenizer.encode(&stage1.thinking)?.len() as u64;
+    Ok(())
 }

@@ -102,6 +102,17 @@ impl ChatTemplate {
     /// `[{"role": "system", "content": system}, {"role": "user", "content": [{"type": "image"},
     /// {"type": "text", "text": prompt}]}]`.
     pub fn render(&self, system: Option<&str>, prompt: &str) -> Result<String> {
+        self.render_turn(system, prompt, true)
+    }
+
+    /// [`ChatTemplate::render`], with the assistant header only when `add_generation_prompt`
+    /// (without it the text ends with the user turn, as the paper's layer analysis renders it).
+    pub fn render_turn(
+        &self,
+        system: Option<&str>,
+        prompt: &str,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let map = |pairs: Vec<(&str, Value)>| {
             Value::from_object(OrderedMap(
                 pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
@@ -125,7 +136,7 @@ impl ChatTemplate {
             ("role", Value::from("user")),
             ("content", Value::from(content)),
         ]));
-        self.render_values(Value::from(messages), true)
+        self.render_values(Value::from(messages), add_generation_prompt)
     }
 
     /// Render any conversation given as JSON text (a list of `{role, content, ...}` objects).

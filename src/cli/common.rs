@@ -2,11 +2,14 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use clap::Args;
+use clap::builder::PossibleValue;
+use clap::{Args, ValueEnum};
 
 use super::flags::Dtype;
+use crate::budget::BudgetProtocol;
 use crate::generate::{GenerateConfig, LengthControl, ThinkTags};
 use crate::model::DeviceRequest;
+use crate::prompt::{PromptStyle, PROMPT_STYLES};
 use crate::runtime::{demo_image, demo_model_dir, Runtime};
 use crate::sampling::{Sampling, SamplingConfig};
 use crate::settings::{Sweep, SweepKind, SweepPlan, SweepSetting};
@@ -87,11 +90,37 @@ pub struct InputArgs {
     /// System prompt (default: the chat template's own)
     #[arg(long)]
     pub system: Option<String>,
+    #[command(flatten)]
+    pub style: PromptStyleArg,
 }
 
 impl InputArgs {
+    /// `--prompt` with the `--prompt-style` preset applied: what the model is asked.
+    pub fn question(&self) -> String {
+        self.style.prompt_style.apply(&self.prompt)
+    }
+
     pub fn image_path(&self) -> PathBuf {
         self.image.clone().unwrap_or_else(demo_image)
+    }
+}
+
+/// `--prompt-style`: a named preset appended to every question (the table in [`crate::prompt`]).
+#[derive(Args, Debug, Clone, Default)]
+pub struct PromptStyleArg {
+    /// Text appended to every question, by preset name (recorded in traces and results)
+    #[arg(long, value_enum, default_value_t = PromptStyle::Plain)]
+    pub prompt_style: PromptStyle,
+}
+
+impl ValueEnum for PromptStyle {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[PromptStyle::Plain, PromptStyle::R1, PromptStyle::R1Heatmap]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let (_, name, help) = PROMPT_STYLES.iter().find(|(s, _, _)| s == self)?;
+        Some(PossibleValue::new(*name).help(*help))
     }
 }
 
@@ -121,6 +150,11 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
+    /// Whether any flag chose how to decode (`--greedy`, `--temperature`, `--top-p`, `--top-k`).
+    pub fn chosen(&self) -> bool {
+        self.greedy || self.temperature.is_some() || self.top_p.is_some() || self.top_k.is_some()
+    }
+
     pub fn config(&self) -> SamplingConfig {
         let sampled = !self.greedy
             && (self.temperature.is_some() || self.top_p.is_some() || self.top_k.is_some());
@@ -211,6 +245,40 @@ pub fn generate_config(s: &SamplingArgs, l: &LengthArgs) -> GenerateConfig {
     };
     l.apply(&mut cfg);
     cfg
+}
+
+/// `--budget-protocol`: how a sweep's or an evaluation's `--budgets` are imposed.
+#[derive(Args, Debug, Clone, Default)]
+pub struct BudgetProtocolArgs {
+    /// token-exact (N thinking tokens, then the close tag, in one KV cache) or paper (the
+    /// paper's two stages: generate up to --max-new-tokens, cut the thinking to N characters,
+    /// ask again with it; the paper used --max-new-tokens 5000). paper samples as the paper's
+    /// scripts (the checkpoint's generation_config.json) unless --greedy or a sampling flag is given
+    #[arg(long, default_value = "token-exact", value_parser = ["token-exact", "paper"])]
+    pub budget_protocol: String,
+    /// Stage 2's token limit under --budget-protocol paper [default: 1024, the paper's]
+    #[arg(long)]
+    pub answer_tokens: Option<usize>,
+}
+
+impl BudgetProtocolArgs {
+    pub fn protocol(&self) -> Result<BudgetProtocol> {
+        BudgetProtocol::new(&self.budget_protocol, self.answer_tokens)
+    }
+
+    /// The paper's protocol samples as its scripts did unless a flag chose how to decode.
+    pub fn sampling(
+        &self,
+        sampling: &SamplingArgs,
+        model: &ModelArgs,
+        cfg: &mut GenerateConfig,
+    ) -> Result<()> {
+        if self.protocol()?.is_paper() && !sampling.chosen() {
+            let dir = crate::checkpoint::resolve_model(&model.model_spec())?;
+            cfg.sampling = crate::budget::paper_sampling(&dir, &cfg.sampling)?;
+        }
+        Ok(())
+    }
 }
 
 /// What a sweep or a benchmark run varies: one of --budgets, --waits, or --steer with --weights.

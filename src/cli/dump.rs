@@ -36,7 +36,7 @@ pub fn run(args: DumpArgs) -> Result<()> {
     rt.model.attn_impl = AttnImpl::Eager;
     let prompt = rt.prepare(
         &args.input.image_path(),
-        &args.input.prompt,
+        &args.input.question(),
         args.input.system.as_deref(),
     )?;
     let _guard = tch::no_grad_guard();

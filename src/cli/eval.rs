@@ -8,7 +8,10 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::common::{generate_config, LengthArgs, ModelArgs, SamplingArgs, SweepArgs};
+use super::common::{
+    generate_config, BudgetProtocolArgs, LengthArgs, ModelArgs, PromptStyleArg, SamplingArgs,
+    SweepArgs,
+};
 use super::trace::ProbeArgs;
 use crate::bench::eval::{self, EvalPlan, EvalRequest, EvalSummary};
 use crate::bench::results::RecordKey;
@@ -31,6 +34,10 @@ pub struct EvalArgs {
     pub length: LengthArgs,
     #[command(flatten)]
     pub probe: ProbeArgs,
+    #[command(flatten)]
+    pub protocol: BudgetProtocolArgs,
+    #[command(flatten)]
+    pub style: PromptStyleArg,
     /// Run directory: manifest.json, results.jsonl (appended and synced per answer)
     #[arg(long)]
     pub out: PathBuf,
@@ -70,17 +77,20 @@ fn parse_split(s: &str) -> Result<Split, String> {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     // checks in the order a user meets them: flags, the benchmark, then the model
-    let generate = generate_config(&args.sampling, &args.length);
+    let mut generate = generate_config(&args.sampling, &args.length);
+    args.protocol
+        .sampling(&args.sampling, &args.model, &mut generate)?;
     generate.validate()?;
-    args.sweep
-        .sweep_plan()?
-        .check(&generate, args.samples as usize)?;
+    let protocol = args.protocol.protocol()?;
+    protocol.check_plan(&args.sweep.sweep_plan()?, &generate, args.samples as usize)?;
     let request = EvalRequest {
         bench: args.bench.clone(),
         model_name: args.model.label(),
         generate,
         probe: args.probe.config()?,
         system: args.system.clone(),
+        prompt_style: args.style.prompt_style,
+        protocol,
         out: args.out.clone(),
         shard: Shard::resolve(args.shard)?,
         samples_per_setting: args.samples,
@@ -95,7 +105,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(note) = rt.random_weights_note() {
         eprintln!("{note}");
     }
-    let sweep = args.sweep.resolve(&rt)?;
+    let sweep = protocol.relabel(args.sweep.resolve(&rt)?);
     let summary = eval::run(&rt, &plan, &sweep, &mut Bar::new(!args.quiet))?;
     print_summary(&summary);
     Ok(())

@@ -39,7 +39,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let prompt = rt.prepare(
         &args.input.image_path(),
-        &args.input.prompt,
+        &args.input.question(),
         args.input.system.as_deref(),
     )?;
     let generator = Generator::new(&rt.model, &rt.tokenizer);

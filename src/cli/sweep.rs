@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs, SweepArgs};
+use super::common::{
+    generate_config, BudgetProtocolArgs, InputArgs, LengthArgs, ModelArgs, SamplingArgs, SweepArgs,
+};
 use super::progress::bar;
 use super::trace::ProbeArgs;
 use crate::render::{render_sweep, RenderOptions};
@@ -24,6 +26,8 @@ pub struct SweepCmd {
     pub length: LengthArgs,
     #[command(flatten)]
     pub probe: ProbeArgs,
+    #[command(flatten)]
+    pub protocol: BudgetProtocolArgs,
     /// Generations per setting (distinct seeds; needs sampling flags for spread)
     #[arg(long, default_value_t = 1)]
     pub samples: usize,
@@ -39,9 +43,12 @@ pub struct SweepCmd {
 
 pub fn run(args: SweepCmd) -> Result<()> {
     let (_, settings) = args.sweep.plan()?;
-    let cfg = generate_config(&args.sampling, &args.length);
+    let mut cfg = generate_config(&args.sampling, &args.length);
+    args.protocol
+        .sampling(&args.sampling, &args.model, &mut cfg)?;
     cfg.validate()?;
-    args.sweep.sweep_plan()?.check(&cfg, args.samples)?;
+    let protocol = args.protocol.protocol()?;
+    protocol.check_plan(&args.sweep.sweep_plan()?, &cfg, args.samples)?;
     let probe = args.probe.config()?;
     if args.samples == 0 {
         anyhow::bail!("--samples must be at least 1");
@@ -50,11 +57,13 @@ pub fn run(args: SweepCmd) -> Result<()> {
     if let Some(note) = rt.random_weights_note() {
         eprintln!("{note}");
     }
-    let sweep = args.sweep.resolve(&rt)?;
+    let sweep = protocol.relabel(args.sweep.resolve(&rt)?);
     let image = args.input.image_path();
     let req = SweepRequest {
         image: &image,
         prompt: &args.input.prompt,
+        prompt_style: args.input.style.prompt_style,
+        protocol,
         system: args.input.system.as_deref(),
         base: cfg,
         probe,

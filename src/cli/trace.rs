@@ -104,7 +104,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let image = args.input.image_path();
     let req = TraceRequest {
         image: &image,
-        prompt: &args.input.prompt,
+        prompt: &args.input.question(),
         system: args.input.system.as_deref(),
         generate: cfg,
         probe,
@@ -115,6 +115,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         settings: serde_json::json!({
             "steer": args.steer.as_ref().map(|p| p.to_string_lossy().into_owned()),
             "steer_weight": args.steer_weight.unwrap_or(0.0),
+            "prompt_style": args.input.style.prompt_style.name(),
         }),
     };
     let quiet = args.quiet;

@@ -407,8 +407,12 @@ pub fn prompt_allocation(
     question: &str,
     system: Option<&str>,
 ) -> Result<Array2<f32>> {
-    let prompt = rt.prepare(image, question, system)?;
-    let mut probe = new_probe(rt, &prompt.input_ids, &prompt, ProbeConfig::default(), 1)?;
+    allocation_of(rt, &rt.prepare(image, question, system)?)
+}
+
+/// [`prompt_allocation`] of a prepared prompt: the row of its last token.
+pub(crate) fn allocation_of(rt: &Runtime, prompt: &Prompt) -> Result<Array2<f32>> {
+    let mut probe = new_probe(rt, &prompt.input_ids, prompt, ProbeConfig::default(), 1)?;
     let opts = ForwardOptions {
         observer: Some(&mut probe),
         ..Default::default()

@@ -116,6 +116,7 @@ impl SweepRun {
 pub fn value_label(kind: &str) -> String {
     match kind {
         "budgets" | "budget" => "Thinking budget (tokens)".into(),
+        "think_chars" => "Thinking budget (characters, paper protocol)".into(),
         "waits" | "wait" => "\"Wait\" insertions".into(),
         "steer" | "steering" => "Steering weight".into(),
         other => format!("Setting value ({other})"),
