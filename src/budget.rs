@@ -109,6 +109,19 @@ impl BudgetProtocol {
                 ),
             );
         }
+        if let Some(s) = settings
+            .iter()
+            .find(|s| !s.key.starts_with(THINK_CHARS_KEY))
+        {
+            return invalid(
+                "budget_protocol",
+                format!(
+                    "paper counts characters, but setting {} is keyed as tokens: relabel the \
+                     sweep first",
+                    s.key
+                ),
+            );
+        }
         let l = &base.length;
         let forced = [
             ("min_think", l.min_think.is_some()),
@@ -132,18 +145,23 @@ impl BudgetProtocol {
         base: &GenerateConfig,
         samples: usize,
     ) -> Result<()> {
-        let (kind, settings) = plan.plan()?;
+        let (kind, mut settings) = plan.plan()?;
+        self.relabel_settings(&mut settings);
         self.check(kind, &settings, base, samples)
     }
 
     /// The sweep as this protocol runs it: paper budgets are keyed `think_chars=N`.
     pub fn relabel(&self, mut sweep: Sweep) -> Sweep {
+        self.relabel_settings(&mut sweep.settings);
+        sweep
+    }
+
+    fn relabel_settings(&self, settings: &mut [SweepSetting]) {
         if self.is_paper() {
-            for s in &mut sweep.settings {
+            for s in settings {
                 s.key = format!("{THINK_CHARS_KEY}={}", s.value as usize);
             }
         }
-        sweep
     }
 
     /// The sweep kind as summaries name it (`think_chars` for the paper's budgets).
@@ -340,5 +358,14 @@ mod tests {
         forced.length.min_think = Some(3);
         assert!(paper.check(SweepKind::Budgets, &[], &forced, 1).is_err());
         assert!(paper.check(SweepKind::Budgets, &[], &base, 1).is_ok());
+        let tokens = SweepSetting {
+            key: "budget=10".into(),
+            value: 10.0,
+        };
+        assert!(paper
+            .check(SweepKind::Budgets, &[tokens], &base, 1)
+            .is_err());
+        let plan = SweepPlan::budgets(vec![10]);
+        assert!(paper.check_plan(&plan, &base, 1).is_ok());
     }
 }
