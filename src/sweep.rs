@@ -81,7 +81,7 @@ fn check_resumable(
 ) -> Result<()> {
     let same_input = t.meta.prompt == req.prompt
         && t.meta.image.path == req.image.to_string_lossy()
-        && t.meta.model.path == rt.dir.to_string_lossy()
+        && t.meta.model.name == rt.name
         && t.meta.settings.get("setting").and_then(|v| v.as_str()) == Some(setting.key.as_str());
     if !same_input {
         return crate::error::invalid(
@@ -186,7 +186,7 @@ pub fn run_sweep(
         kind: sweep.kind.as_str().to_string(),
         image: req.image.to_string_lossy().into_owned(),
         prompt: req.prompt.to_string(),
-        model: rt.dir.to_string_lossy().into_owned(),
+        model: rt.name.clone(),
         random_weights: rt.config.random_weights,
         samples,
         rows,

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args, ValueEnum};
 
 use crate::formats::trace::Trace;
+use crate::render::traces::IMAGE_NOT_FOUND;
 use crate::render::{
     self, Canvas, ColorScale, Colormap, LayerSelection, LengthAxis, RenderOptions, Rendered,
     Upsample,
@@ -37,12 +38,15 @@ pub struct FiguresArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
-    /// Names of the traces in titles and directory names, one per --trace, in order
-    /// (default: the trace directory names)
+    /// Names of the traces in titles, legends and directory names, one per --trace, in order
+    /// [default: the model names when the traces come from different models, else the trace
+    /// directory names]
     #[arg(long = "label", value_name = "NAME", num_args = 1..)]
     pub labels: Vec<String>,
 
-    /// Image to draw under the maps instead of the one recorded in the trace
+    /// Image to draw under the maps instead of the one recorded in the trace (for an image that
+    /// moved) [default: the trace's image, found relative to the trace directory, then as
+    /// recorded]
     #[arg(long, value_name = "IMG")]
     pub image: Option<PathBuf>,
 
@@ -208,16 +212,21 @@ pub fn run(args: FiguresArgs) -> Result<()> {
         .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
     let mut all = Rendered::default();
     if !args.trace.is_empty() {
-        let labels = render::trace_labels(&args.trace, &args.labels)?;
-        let mut traces = Vec::new();
-        for (dir, label) in args.trace.iter().zip(labels) {
+        let mut read = Vec::new();
+        for dir in &args.trace {
             let t = if args.allow_partial {
                 Trace::read_allow_partial(dir)
             } else {
                 Trace::read(dir)
             }?;
-            traces.push((label, t));
+            read.push((dir.clone(), t));
         }
+        let labels = render::trace_labels(&read, &args.labels)?;
+        let traces: Vec<(String, Trace)> = labels
+            .into_iter()
+            .zip(read)
+            .map(|(l, (_, t))| (l, t))
+            .collect();
         merge(&mut all, render::render_traces(&traces, &args.out, &opts)?);
     }
     if let Some(dir) = &args.sweep {
@@ -252,6 +261,9 @@ pub fn report(drawn: &Rendered, out: &Path, quiet: bool) {
     }
     for n in &drawn.notes {
         eprintln!("note: {n}");
+    }
+    if drawn.notes.iter().any(|n| n.ends_with(IMAGE_NOT_FOUND)) {
+        eprintln!("note: pass --image FILE to draw a moved image under the maps");
     }
     for f in &drawn.files {
         println!("{}", f.display());

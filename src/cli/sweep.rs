@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs, SweepArgs};
+use super::common::{
+    generate_config, InputArgs, LengthArgs, ModelArgs, NameArg, SamplingArgs, SweepArgs,
+};
 use super::progress::bar;
 use super::trace::ProbeArgs;
 use crate::render::{render_sweep, RenderOptions};
@@ -14,6 +16,8 @@ use crate::sweep::{run_sweep, SweepRequest};
 pub struct SweepCmd {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub name: NameArg,
     #[command(flatten)]
     pub input: InputArgs,
     #[command(flatten)]
@@ -25,31 +29,42 @@ pub struct SweepCmd {
     #[command(flatten)]
     pub probe: ProbeArgs,
     /// Generations per setting (distinct seeds; needs sampling flags for spread)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub samples: usize,
-    /// Sweep directory: summary.json, summary.csv, traces/<setting>/ (resumes when it exists)
-    #[arg(long)]
+    /// Sweep directory: summary.json, summary.csv, traces/<setting>/; an existing one is resumed
+    /// (finished settings are kept, when made with the same options)
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Do not draw figures
     #[arg(long)]
     pub no_figures: bool,
+    /// No progress bar, table or figure list (the one-line summary and warnings still print on
+    /// stderr)
     #[arg(long)]
     pub quiet: bool,
 }
 
 pub fn run(args: SweepCmd) -> Result<()> {
     let (_, settings) = args.sweep.plan()?;
-    let cfg = generate_config(&args.sampling, &args.length);
+    let mut cfg = generate_config(&args.sampling, &args.length);
     cfg.validate()?;
     args.sweep.sweep_plan()?.check(&cfg, args.samples)?;
     let probe = args.probe.config()?;
     if args.samples == 0 {
         anyhow::bail!("--samples must be at least 1");
     }
-    let rt = args.model.load()?;
+    let sweeps_thinking = !args.sweep.budgets.is_empty() || !args.sweep.waits.is_empty();
+    args.length.check_thinking(sweeps_thinking)?;
+    let rt = args.model.load_named(&args.name)?;
     if let Some(note) = rt.random_weights_note() {
         eprintln!("{note}");
     }
+    let texts = [
+        args.input.system.as_deref(),
+        Some(args.input.prompt.as_str()),
+    ];
+    args.length
+        .settle_thinking(&rt, &mut cfg, &texts, sweeps_thinking)?;
     let sweep = args.sweep.resolve(&rt)?;
     let image = args.input.image_path();
     let req = SweepRequest {
