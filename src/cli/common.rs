@@ -325,6 +325,12 @@ pub struct SweepArgs {
 }
 
 impl SweepArgs {
+    /// Whether a setting controls thinking: any budget, or a wait count above 0 (`--waits 0` is a
+    /// single plain run, the way to evaluate a model that does not think).
+    pub fn varies_thinking(&self) -> bool {
+        !self.budgets.is_empty() || self.waits.iter().any(|&w| w > 0)
+    }
+
     /// The library's plan for these flags.
     pub fn sweep_plan(&self) -> Result<SweepPlan> {
         Ok(if !self.budgets.is_empty() {

@@ -77,7 +77,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     // checks in the order a user meets them: flags, the benchmark, then the model
     let generate = generate_config(&args.sampling, &args.length);
     generate.validate()?;
-    let sweeps_thinking = !args.sweep.budgets.is_empty() || !args.sweep.waits.is_empty();
+    let sweeps_thinking = args.sweep.varies_thinking();
     args.length.check_thinking(sweeps_thinking)?;
     args.sweep
         .sweep_plan()?

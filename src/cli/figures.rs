@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args, ValueEnum};
 
-use crate::formats::trace::Trace;
+use crate::formats::trace::{Trace, TraceError};
 use crate::render::traces::IMAGE_NOT_FOUND;
 use crate::render::{
     self, Canvas, ColorScale, Colormap, LayerSelection, LengthAxis, RenderOptions, Rendered,
@@ -34,9 +34,14 @@ pub struct FiguresArgs {
     #[arg(long, num_args = 1.., value_name = "FILE")]
     pub results: Vec<PathBuf>,
 
-    /// Output directory (created if missing; figures in it are overwritten)
+    /// Output directory (created if missing); one that already holds files is refused unless
+    /// --force
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+
+    /// Draw into an output directory that already holds files, replacing figures of the same name
+    #[arg(long)]
+    pub force: bool,
 
     /// Names of the traces in titles, legends and directory names, one per --trace, in order
     /// [default: the model names when the traces come from different models, else the trace
@@ -108,7 +113,7 @@ pub struct FiguresArgs {
     #[arg(long)]
     pub allow_partial: bool,
 
-    /// Print nothing but errors
+    /// Print nothing but warnings and errors (no notes, no list of files)
     #[arg(long)]
     pub quiet: bool,
 
@@ -208,6 +213,13 @@ pub fn run(args: FiguresArgs) -> Result<()> {
     if !args.labels.is_empty() && args.trace.is_empty() {
         bail!("--label names traces; pass them with --trace");
     }
+    let holds_files = fs::read_dir(&args.out).is_ok_and(|mut d| d.next().is_some());
+    if holds_files && !args.force {
+        bail!(
+            "{} already holds files: choose another --out or pass --force to draw into it",
+            args.out.display()
+        );
+    }
     fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
     let mut all = Rendered::default();
@@ -218,7 +230,8 @@ pub fn run(args: FiguresArgs) -> Result<()> {
                 Trace::read_allow_partial(dir)
             } else {
                 Trace::read(dir)
-            }?;
+            }
+            .map_err(|e| with_flags(e.into()))?;
             read.push((dir.clone(), t));
         }
         let labels = render::trace_labels(&read, &args.labels)?;
@@ -230,10 +243,9 @@ pub fn run(args: FiguresArgs) -> Result<()> {
         merge(&mut all, render::render_traces(&traces, &args.out, &opts)?);
     }
     if let Some(dir) = &args.sweep {
-        merge(
-            &mut all,
-            render::render_sweep(dir, &args.out, &opts, args.allow_partial)?,
-        );
+        let drawn =
+            render::render_sweep(dir, &args.out, &opts, args.allow_partial).map_err(with_flags)?;
+        merge(&mut all, drawn);
     }
     if !args.results.is_empty() {
         let mut rows = Vec::new();
@@ -273,6 +285,18 @@ pub fn report(drawn: &Rendered, out: &Path, quiet: bool) {
         drawn.files.len(),
         out.display()
     );
+}
+
+/// A partial trace refused: say which flag draws it anyway.
+fn with_flags(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast_ref::<TraceError>() {
+        Some(TraceError::Partial { dir }) => anyhow::anyhow!(
+            "{} is a partial trace: the run that wrote it did not finish (rerun it, or pass \
+             --allow-partial to draw what it saved)",
+            dir.display()
+        ),
+        _ => e,
+    }
 }
 
 fn merge(all: &mut Rendered, r: Rendered) {

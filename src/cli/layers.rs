@@ -34,6 +34,7 @@ pub struct LayersArgs {
     /// System prompt (default: the chat template's own)
     #[arg(long)]
     pub system: Option<String>,
+    /// No progress bar or table (the one-line summary still prints on stderr)
     #[arg(long)]
     pub quiet: bool,
 }
@@ -166,7 +167,7 @@ pub fn run(args: LayersArgs) -> Result<()> {
     }
     write_atomic(&args.out.join("allocation.csv"), csv.as_bytes())?;
     let json = serde_json::json!({
-        "model": rt.dir.to_string_lossy(),
+        "model": rt.name,
         "random_weights": rt.config.random_weights,
         "roles": &ROLE_NAMES[..3],
         "samples": n,

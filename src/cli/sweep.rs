@@ -53,7 +53,7 @@ pub fn run(args: SweepCmd) -> Result<()> {
     if args.samples == 0 {
         anyhow::bail!("--samples must be at least 1");
     }
-    let sweeps_thinking = !args.sweep.budgets.is_empty() || !args.sweep.waits.is_empty();
+    let sweeps_thinking = args.sweep.varies_thinking();
     args.length.check_thinking(sweeps_thinking)?;
     let rt = args.model.load_named(&args.name)?;
     if let Some(note) = rt.random_weights_note() {

@@ -69,7 +69,7 @@ pub enum TraceError {
         "{path}: trace format version {found} is not supported (this rhlens reads version {TRACE_FORMAT_VERSION})"
     )]
     Version { path: PathBuf, found: u32 },
-    #[error("{dir} is a partial trace: the run that wrote it did not finish (rerun it, or pass --allow-partial to use what it saved)")]
+    #[error("{dir} is a partial trace: the run that wrote it did not finish (rerun it, or allow partial traces to use what it saved)")]
     Partial { dir: PathBuf },
     #[error("{dir} is a partial trace and holds no attention arrays yet")]
     PartialWithoutArrays { dir: PathBuf },

@@ -64,11 +64,13 @@ pub fn trace_meta(
 /// `file` as a path relative to directory `dir` (`../../images/cat.png`), when both resolve.
 pub fn relative_to(file: &Path, dir: &Path) -> Option<String> {
     let file = file.canonicalize().ok()?;
-    // the trace directory may not exist yet: resolve its parent
-    let dir = match dir.canonicalize() {
-        Ok(d) => d,
-        Err(_) => dir.parent()?.canonicalize().ok()?.join(dir.file_name()?),
-    };
+    // the trace directory may not exist yet: resolve its nearest existing ancestor
+    let dir = std::path::absolute(dir).ok()?;
+    let existing = dir.ancestors().find(|a| a.exists())?;
+    let dir = existing
+        .canonicalize()
+        .ok()?
+        .join(dir.strip_prefix(existing).ok()?);
     let file_parts: Vec<_> = file.components().collect();
     let dir_parts: Vec<_> = dir.components().collect();
     let common = file_parts
