@@ -365,7 +365,11 @@ fn traces_find_their_image_from_any_directory_and_figures_label_models_by_name()
 fn flags_by_command() -> Vec<(String, clap::Command)> {
     rhlens::cli::Cli::command()
         .get_subcommands()
-        .map(|c| (c.get_name().to_string(), c.clone()))
+        .map(|c| {
+            let mut c = c.clone();
+            c.build();
+            (c.get_name().to_string(), c)
+        })
         .collect()
 }
 
@@ -378,12 +382,22 @@ fn every_flag_has_help_and_one_meaning_across_commands() {
             if id == "help" || id == "version" || arg.is_hide_set() {
                 continue;
             }
-            if arg.get_help().is_none() {
-                missing.push(format!("{name} {id}"));
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+            let defaulted = !arg.get_default_values().is_empty()
+                || arg.is_required_set()
+                || arg.get_long().is_none()
+                || help.to_lowercase().contains("default")
+                || help.contains("when omitted");
+            if help.is_empty() || (takes_value && !defaulted) {
+                missing.push(format!("{name} --{id}"));
             }
         }
     }
-    assert!(missing.is_empty(), "flags without help: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "flags without help or default: {missing:?}"
+    );
     let has = |command: &str, flag: &str| {
         flags_by_command()
             .iter()

@@ -19,7 +19,8 @@ use crate::bench::scores::{read_scores, SCORES_FILE};
 #[derive(Debug, Clone, Args)]
 pub struct ScoreArgs {
     /// Run directory holding results.jsonl (written by `rhlens eval` or `rhlens merge`); scores,
-    /// metrics and RH-AUC are written into it, replacing earlier ones (judge replies are cached).
+    /// metrics and RH-AUC are written into it, replacing earlier ones (judge replies are cached)
+    /// [default: none; required]
     #[arg(
         long = "run",
         value_name = "RUN_DIR",
@@ -30,13 +31,14 @@ pub struct ScoreArgs {
     #[arg(value_name = "RUN_DIR", hide = true, conflicts_with = "run_dir")]
     pub run_dir_positional: Option<PathBuf>,
     /// OpenAI-compatible endpoint for an LLM judge (base URL, `.../v1`, or the full
-    /// `.../v1/chat/completions`). Without it the rule-based scorer is used.
+    /// `.../v1/chat/completions`) [default: none: the rule-based scorer]
     #[arg(long, value_name = "URL")]
     pub judge_url: Option<String>,
     /// Judge model name [default: gpt-4o]
     #[arg(long, value_name = "NAME", requires = "judge_url")]
     pub judge_model: Option<String>,
-    /// Environment variable holding the judge's API key (sent as a Bearer token).
+    /// Environment variable holding the judge's API key (sent as a Bearer token) [default: none:
+    /// no key sent]
     #[arg(long, value_name = "VAR", requires = "judge_url")]
     pub judge_key_env: Option<String>,
     /// Judge request timeout in seconds.
@@ -173,7 +175,8 @@ impl From<ScaleArg> for Scale {
 #[derive(Debug, Clone, Args)]
 pub struct RhaucArgs {
     /// Points file: CSV or JSON with columns setting, reasoning, perception and optional model
-    /// (one RH-AUC per model); metrics.csv / metrics.json from `rhlens score` work as is.
+    /// (one RH-AUC per model); metrics.csv / metrics.json from `rhlens score` work as is
+    /// [default: none; give --points or --run]
     #[arg(
         long,
         value_name = "FILE",
@@ -181,7 +184,7 @@ pub struct RhaucArgs {
         conflicts_with = "run"
     )]
     pub points: Option<PathBuf>,
-    /// A scored run directory (its scores.jsonl); needed for --bootstrap.
+    /// A scored run directory (its scores.jsonl); needed for --bootstrap [default: none]
     #[arg(long, value_name = "RUN_DIR")]
     pub run: Option<PathBuf>,
     /// Units of the accuracies in --points: fractions (unit, 0-1) or percent (0-100).
@@ -193,7 +196,8 @@ pub struct RhaucArgs {
     /// Bootstrap seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Also print means of RH-AUC and accuracies per value of this column (e.g. training).
+    /// Also print means of RH-AUC and accuracies per value of this column (e.g. training)
+    /// [default: none]
     #[arg(long, value_name = "COLUMN")]
     pub group_by: Vec<String>,
     /// Print one JSON object; `rh_auc` is a number, or an object by model when there are several.

@@ -305,16 +305,17 @@ pub fn generate_config(s: &SamplingArgs, l: &LengthArgs) -> GenerateConfig {
 /// What a sweep or a benchmark run varies: one of --budgets, --waits, or --steer with --weights.
 #[derive(Args, Debug, Clone, Default)]
 pub struct SweepArgs {
-    /// Thinking budgets in tokens, e.g. 0,100,200,300,400,500,600
+    /// Thinking budgets in tokens, e.g. 0,100,200,300,400,500,600 [default: none; give one of
+    /// --budgets, --waits, --steer]
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["waits", "weights"])]
     pub budgets: Vec<usize>,
-    /// Numbers of forced "Wait" continuations, e.g. 0,1,2,3
+    /// Numbers of forced "Wait" continuations, e.g. 0,1,2,3 [default: none]
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["budgets", "weights"])]
     pub waits: Vec<usize>,
-    /// Steering direction file (from `rhlens direction`), with --weights
+    /// Steering direction file (from `rhlens direction`), with --weights [default: none]
     #[arg(long, conflicts_with_all = ["budgets", "waits"])]
     pub steer: Option<PathBuf>,
-    /// Steering weights, e.g. -0.1,-0.05,0,0.05,0.1
+    /// Steering weights, e.g. -0.1,-0.05,0,0.05,0.1 [default: none]
     #[arg(
         long,
         value_delimiter = ',',

@@ -23,14 +23,16 @@ use crate::render::{
 ))]
 pub struct FiguresArgs {
     /// Trace directories (from `rhlens trace`); two or more are also compared side by side
+    /// [default: none; give at least one of --trace, --sweep, --results]
     #[arg(long, num_args = 1.., value_name = "DIR")]
     pub trace: Vec<PathBuf>,
 
-    /// Sweep directory (from `rhlens sweep`, holding summary.json)
+    /// Sweep directory (from `rhlens sweep`, holding summary.json) [default: none]
     #[arg(long, value_name = "DIR")]
     pub sweep: Option<PathBuf>,
 
     /// Metrics files (CSV or JSON rows: model, setting, setting_value, reasoning, perception, ...)
+    /// [default: none]
     #[arg(long, num_args = 1.., value_name = "FILE")]
     pub results: Vec<PathBuf>,
 
@@ -77,7 +79,8 @@ pub struct FiguresArgs {
     )]
     pub scale: f64,
 
-    /// Resolution as dots per inch, an alternative to --scale (100 dpi = scale 1)
+    /// Resolution as dots per inch, an alternative to --scale (100 dpi = scale 1) [default: from
+    /// --scale]
     #[arg(long, value_name = "DPI")]
     pub dpi: Option<f64>,
 
@@ -213,6 +216,12 @@ pub fn run(args: FiguresArgs) -> Result<()> {
     if !args.labels.is_empty() && args.trace.is_empty() {
         bail!("--label names traces; pass them with --trace");
     }
+    // every input is read before the output directory is touched
+    let traces = read_traces(&args)?;
+    let mut rows = Vec::new();
+    for f in &args.results {
+        rows.extend(render::results::read_metrics(f)?);
+    }
     let holds_files = fs::read_dir(&args.out).is_ok_and(|mut d| d.next().is_some());
     if holds_files && !args.force {
         bail!(
@@ -223,23 +232,7 @@ pub fn run(args: FiguresArgs) -> Result<()> {
     fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
     let mut all = Rendered::default();
-    if !args.trace.is_empty() {
-        let mut read = Vec::new();
-        for dir in &args.trace {
-            let t = if args.allow_partial {
-                Trace::read_allow_partial(dir)
-            } else {
-                Trace::read(dir)
-            }
-            .map_err(|e| with_flags(e.into()))?;
-            read.push((dir.clone(), t));
-        }
-        let labels = render::trace_labels(&read, &args.labels)?;
-        let traces: Vec<(String, Trace)> = labels
-            .into_iter()
-            .zip(read)
-            .map(|(l, (_, t))| (l, t))
-            .collect();
+    if !traces.is_empty() {
         merge(&mut all, render::render_traces(&traces, &args.out, &opts)?);
     }
     if let Some(dir) = &args.sweep {
@@ -248,10 +241,6 @@ pub fn run(args: FiguresArgs) -> Result<()> {
         merge(&mut all, drawn);
     }
     if !args.results.is_empty() {
-        let mut rows = Vec::new();
-        for f in &args.results {
-            rows.extend(render::results::read_metrics(f)?);
-        }
         merge(&mut all, render::render_results(&rows, &args.out, &opts)?);
     }
     if args.json {
@@ -264,6 +253,26 @@ pub fn run(args: FiguresArgs) -> Result<()> {
         report(&all, &args.out, args.quiet);
     }
     Ok(())
+}
+
+/// The `--trace` directories read, with their labels.
+fn read_traces(args: &FiguresArgs) -> Result<Vec<(String, Trace)>> {
+    let mut read = Vec::new();
+    for dir in &args.trace {
+        let t = if args.allow_partial {
+            Trace::read_allow_partial(dir)
+        } else {
+            Trace::read(dir)
+        }
+        .map_err(|e| with_flags(e.into()))?;
+        read.push((dir.clone(), t));
+    }
+    let labels = render::trace_labels(&read, &args.labels)?;
+    Ok(labels
+        .into_iter()
+        .zip(read)
+        .map(|(l, (_, t))| (l, t))
+        .collect())
 }
 
 /// Tells the user what was drawn into `out`: notes and the figure files (nothing when quiet).

@@ -28,7 +28,7 @@ pub struct LayersArgs {
     /// Output directory: allocation.csv, allocation.json, allocation.safetensors
     #[arg(long)]
     pub out: PathBuf,
-    /// Use at most N questions (the reference analysis uses 50)
+    /// Use at most N questions (the reference analysis uses 50) [default: all]
     #[arg(long)]
     pub limit: Option<usize>,
     /// System prompt (default: the chat template's own)

@@ -60,11 +60,12 @@ pub struct TraceArgs {
     pub waits: WaitsArg,
     #[command(flatten)]
     pub probe: ProbeArgs,
-    /// Steering direction file (from `rhlens direction`), with --steer-weight
+    /// Steering direction file (from `rhlens direction`), with --steer-weight [default: no
+    /// steering]
     #[arg(long, value_name = "FILE", requires = "steer_weight")]
     pub steer: Option<PathBuf>,
     /// Weight of the steering direction (0 is exactly no steering); required with --steer, since
-    /// a direction without a weight would silently change nothing
+    /// a direction without a weight would silently change nothing [default: none]
     #[arg(long, requires = "steer", allow_hyphen_values = true)]
     pub steer_weight: Option<f64>,
     /// Trace directory to write (trace.json + attention.safetensors); an existing one is refused

@@ -280,8 +280,8 @@ fn without_thinking_every_generated_token_is_answer() {
     let mut row = Row::new(&tok, &think, &[EOS], &[1, 2]);
     drive(&tok, &mut row, &[A, B, C, EOS]);
     let g = row.finish().unwrap();
-    // a model that never closes a thinking block: by default all of it counts as thinking
-    assert_eq!((g.think_tokens, g.answer_tokens, g.answer_start), (3, 0, 4));
+    // a model that never closes a thinking block: by default all of it (EOS too) is thinking
+    assert_eq!((g.think_tokens, g.answer_tokens, g.answer_start), (4, 0, 4));
     think.no_think = true;
     let mut row = Row::new(&tok, &think, &[EOS], &[1, 2]);
     let steps = drive(&tok, &mut row, &[A, B, C, EOS]);
