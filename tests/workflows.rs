@@ -251,10 +251,10 @@ fn direction_reads_an_evaluation_run_its_traces_and_generate_json_lines() {
         (Vec::<i64>::try_from(counts).unwrap(), stderr(&o))
     };
     // the run directory (its results.jsonl), and the trace directories it kept
-    assert_eq!(direction(&run, "from_run.safetensors").0, [4, 4]);
+    assert_eq!(direction(&run, "from_run.safetensors").0, [2, 2]);
     assert_eq!(
         direction(&run.join("traces"), "from_traces.safetensors").0,
-        [4, 4]
+        [2, 2]
     );
     // an existing output is refused without --force
     let out = run_in(
