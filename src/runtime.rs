@@ -57,8 +57,23 @@ fn check_image_config(
     })
 }
 
+/// The default name of a model: the checkpoint folder's name for a directory, the hub id as
+/// given otherwise; never a whole path, so that results read the same on every machine.
+pub fn model_name(spec: &str, dir: &Path) -> String {
+    if !Path::new(spec).is_dir() {
+        return spec.to_string();
+    }
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| spec.to_string())
+}
+
 pub struct Runtime {
     pub dir: PathBuf,
+    /// How results, legends and file names call the model: [`model_name`] of the spec unless the
+    /// caller names it.
+    pub name: String,
     pub config: ModelConfig,
     pub tokenizer: TextTokenizer,
     pub template: ChatTemplate,
@@ -108,8 +123,8 @@ pub struct Prompt {
 
 impl Runtime {
     /// Load `model` (a directory or a hub id) in `kind` on `device`.
-    pub fn load(model: &str, kind: Kind, device: Device) -> Result<Self> {
-        let dir = resolve_model(model)?;
+    pub fn load(spec: &str, kind: Kind, device: Device) -> Result<Self> {
+        let dir = resolve_model(spec)?;
         if !dir.is_dir() {
             bail!("model directory {} does not exist", dir.display());
         }
@@ -133,6 +148,7 @@ impl Runtime {
         let model = Qwen2_5Vl::load(&config, &weights, kind, device)
             .with_context(|| format!("loading {}", dir.display()))?;
         Ok(Self {
+            name: model_name(spec, &dir),
             dir,
             config,
             tokenizer,

@@ -11,11 +11,12 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::TextConfig;
+use crate::formats::trace::{TraceMeta, TRACE_JSON};
 use crate::model::{Captured, ForwardOptions, Observer, Site};
 use crate::runtime::Runtime;
 
-/// One generation as rhlens records it (a line of `eval`'s results, a sweep row, or
-/// `generate --json` with `image` and `prompt` added).
+/// One generation as rhlens records it: a line of `generate --json` or of `eval`'s
+/// results.jsonl, or a trace directory's trace.json.
 #[derive(Debug, Clone, Deserialize)]
 pub struct GenerationRecord {
     pub image: PathBuf,
@@ -60,6 +61,83 @@ pub fn read_records(path: &Path) -> Result<Vec<GenerationRecord>> {
         out.push(r);
     }
     Ok(out)
+}
+
+/// Reads the generations at `path`: a JSONL file (lines of `generate --json`, or an evaluation's
+/// results.jsonl), a trace directory, or a directory holding trace directories one or two levels
+/// down (as sweeps and `eval --traces` write them).
+pub fn read_generations(path: &Path) -> Result<Vec<GenerationRecord>> {
+    if path.is_file() {
+        return read_records(path);
+    }
+    if !path.is_dir() {
+        bail!("{} does not exist", path.display());
+    }
+    if path.join(TRACE_JSON).is_file() {
+        return Ok(vec![trace_record(path)?]);
+    }
+    let dirs = trace_dirs(path)?;
+    if dirs.is_empty() {
+        bail!(
+            "{} holds no generations: expected a JSONL file or trace directories",
+            path.display()
+        );
+    }
+    dirs.iter().map(|d| trace_record(d)).collect()
+}
+
+/// Trace directories in `dir` and in its subdirectories, sorted.
+fn trace_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let list = |d: &Path| -> Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+            .with_context(|| format!("reading {}", d.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    for sub in list(dir)? {
+        if sub.join(TRACE_JSON).is_file() {
+            out.push(sub);
+        } else {
+            out.extend(
+                list(&sub)?
+                    .into_iter()
+                    .filter(|d| d.join(TRACE_JSON).is_file()),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The generation a finished trace recorded; its image is found relative to the trace first.
+fn trace_record(dir: &Path) -> Result<GenerationRecord> {
+    let meta = TraceMeta::read(dir)?;
+    if !meta.complete {
+        bail!(
+            "{}: the trace is partial (its run did not finish), so its generation is incomplete",
+            dir.display()
+        );
+    }
+    let image = meta
+        .image
+        .relative_path
+        .as_ref()
+        .map(|r| dir.join(r))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(&meta.image.path));
+    let system = meta.settings.get("system").and_then(|s| s.as_str());
+    Ok(GenerationRecord {
+        image,
+        prompt: meta.prompt.clone(),
+        system: system.map(str::to_string),
+        generated_ids: Some(meta.generated_ids.iter().map(|&i| i as i64).collect()),
+        thinking: Some(meta.thinking.clone()),
+        think_tokens: meta.think_tokens,
+        origin: dir.join(TRACE_JSON).display().to_string(),
+    })
 }
 
 /// Averages the residual stream right after attention (`blocks.{l}.resid_post_attn`) over a range

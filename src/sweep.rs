@@ -92,7 +92,7 @@ fn check_resumable(
         .and_then(|v| v.as_str());
     let same_input = asked.unwrap_or(&t.meta.prompt) == req.prompt_style.apply(req.prompt)
         && t.meta.image.path == req.image.to_string_lossy()
-        && t.meta.model.path == rt.dir.to_string_lossy()
+        && t.meta.model.name == rt.name
         && t.meta.settings.get("setting").and_then(|v| v.as_str()) == Some(setting.key.as_str());
     if !same_input {
         return crate::error::invalid(
@@ -212,7 +212,7 @@ pub fn run_sweep(
         kind: req.protocol.kind_name(sweep.kind).to_string(),
         image: req.image.to_string_lossy().into_owned(),
         prompt: asked,
-        model: rt.dir.to_string_lossy().into_owned(),
+        model: rt.name.clone(),
         random_weights: rt.config.random_weights,
         samples,
         rows,

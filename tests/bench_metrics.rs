@@ -391,7 +391,11 @@ fn points_files_scale_detection_and_models() {
 
     // Forcing unit scale on percent data is an error, not a silent misreading.
     let err = read_points(&csv, Scale::Unit).expect_err("out of range");
-    assert!(format!("{err:#}").contains("--scale percent"), "{err:#}");
+    let err = err
+        .downcast_ref::<rhlens::error::InvalidSetting>()
+        .expect("a setting error");
+    assert_eq!(err.setting, "units");
+    assert!(err.reason.contains("give percent"), "{}", err.reason);
 
     // JSON {points: [...]} in 0-1 without a model column.
     let js = dir.path().join("p.json");

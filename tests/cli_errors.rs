@@ -70,7 +70,8 @@ fn generate_args(extra: &[OsString]) -> Vec<OsString> {
         ("--image", os(&image("wide"))),
         ("--prompt", "What is in the image?".into()),
     ];
-    let mut a: Vec<OsString> = vec!["generate".into(), "--quiet".into()];
+    // tiny-flat never names the thinking tags: `--think` keeps the guess's warning out of the way
+    let mut a: Vec<OsString> = vec!["generate".into(), "--quiet".into(), "--think".into()];
     for (flag, value) in defaults {
         if !given(flag) {
             a.extend([flag.into(), value]);
@@ -457,7 +458,12 @@ fn parse_errors_are_one_line() {
 
 fn trace_args(out: &Path, extra: &[&str]) -> Vec<OsString> {
     let mut a: Vec<OsString> = args(&["trace", "--device", "cpu", "--max-new-tokens", "4"]);
-    a.extend(args(&["--quiet", "--prompt", "What is in the image?"]));
+    a.extend(args(&[
+        "--quiet",
+        "--think",
+        "--prompt",
+        "What is in the image?",
+    ]));
     a.extend(["--model".into(), os(&model("tiny-flat"))]);
     a.extend(["--image".into(), os(&image("wide"))]);
     a.extend(["--out".into(), os(out)]);
@@ -500,7 +506,7 @@ fn invalid_trace_settings() {
         (&["--think-close", ""], &["close tag", "empty"]),
         (&["--think-open", "X", "--think-close", "X"], &["differ"]),
         (&["--layers", "99"], &["99", "3"]),
-        (&["--window", "0"], &["--window"]),
+        (&["--map-window", "0"], &["--map-window"]),
         (&["--attn-precision", "f64"], &["--attn-precision", "f64"]),
     ];
     for (i, (flags, needles)) in cases.iter().enumerate() {
@@ -599,7 +605,13 @@ fn partial_trace_error_points_to_allow_partial() {
 
 fn sweep_args(out: &Path, prompt: &str, extra: &[OsString]) -> Vec<OsString> {
     let mut a: Vec<OsString> = args(&["sweep", "--device", "cpu", "--max-new-tokens", "4"]);
-    a.extend(args(&["--quiet", "--no-figures", "--prompt", prompt]));
+    a.extend(args(&[
+        "--quiet",
+        "--think",
+        "--no-figures",
+        "--prompt",
+        prompt,
+    ]));
     a.extend(["--model".into(), os(&model("tiny-flat"))]);
     a.extend(["--image".into(), os(&image("wide"))]);
     a.extend(["--out".into(), os(out)]);

@@ -27,6 +27,8 @@ fn generate(extra: &[&str]) -> Vec<String> {
     a.extend(["--model".into(), fixture(&["models", "tiny-flat"])]);
     a.extend(["--image".into(), fixture(&["images", "wide.png"])]);
     a.extend(["--prompt".into(), "What is in the image?".into()]);
+    // tiny-flat never names the thinking tags: say it does not think (no warning)
+    a.push("--no-think".into());
     a.extend(extra.iter().map(|s| s.to_string()));
     a
 }
@@ -40,7 +42,7 @@ fn rhauc(dir: &std::path::Path) -> Vec<String> {
         csv.push_str(&format!("budget={},{r},{}\n", i * 10, 1.0 - r));
     }
     std::fs::write(&points, csv).unwrap();
-    ["rhauc", "--scale", "unit", "--points"]
+    ["rhauc", "--units", "unit", "--points"]
         .iter()
         .map(|s| s.to_string())
         .chain([points.to_string_lossy().into_owned()])

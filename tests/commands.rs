@@ -36,7 +36,7 @@ fn trace_writes_a_readable_trace_with_vision_attention() {
         "--device",
         "cpu",
         "--vision-attention",
-        "--window",
+        "--map-window",
         "4",
         "--per-head",
         "--quiet",

@@ -109,6 +109,11 @@ impl EvalPlan {
         &self.request
     }
 
+    /// Count every generated token as answer (a model found not to think once it is loaded).
+    pub fn count_output_as_answer(&mut self) {
+        self.request.generate.no_think = true;
+    }
+
     /// The samples to answer, in run order.
     pub fn samples(&self) -> &[Sample] {
         &self.samples
@@ -314,6 +319,11 @@ impl Answerer<'_> {
         let g = &run.generation;
         let model = &self.plan.request.model_name;
         let mut rec = ResultRecord::for_item(w.sample, w.setting, w.sample_index, model);
+        let req = &self.plan.request;
+        rec.prompt = item.question.clone();
+        rec.image = crate::probe::record::relative_to(&w.sample.image, &req.out)
+            .unwrap_or_else(|| w.sample.image.to_string_lossy().into_owned());
+        rec.system = req.system.clone();
         rec.answer_text = g.text.clone();
         rec.thinking_text = g.thinking.clone();
         rec.think_tokens = g.think_tokens as u64;

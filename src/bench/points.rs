@@ -161,9 +161,12 @@ fn settle_scale(scale: Scale, any_percent_sign: bool, max_value: f64) -> Result<
     };
     let limit = if used == Scale::Percent { 100.0 } else { 1.0 };
     if max_value > limit {
-        // names the flag: `rhlens rhauc --points` shows this message as it is
-        bail!(
-            "an accuracy of {max_value} is out of range for the {used} scale (0-{limit}); use --scale percent for 0-100 values"
+        return crate::error::invalid(
+            "units",
+            format!(
+                "{used} cannot hold an accuracy of {max_value} (0-{limit}); give percent for 0-100 \
+                 values"
+            ),
         );
     }
     Ok((used, detected))

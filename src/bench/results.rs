@@ -83,11 +83,21 @@ pub struct ResultRecord {
     /// 0-based index when several samples are drawn per setting.
     #[serde(default)]
     pub sample_index: u32,
-    /// Model name or path.
+    /// Model name (`--name`; default the checkpoint folder's name or the hub id), never a path.
     pub model: String,
     /// The question as asked (kept so that scoring needs nothing but this file).
     #[serde(default)]
     pub question: String,
+    /// The prompt the model was given (the question with its options listed), so that the
+    /// generation can be replayed (`rhlens direction --generations`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prompt: String,
+    /// The image, relative to the run directory when it can be.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
+    /// The system prompt given (`None`: the chat template's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
     pub question_type: QuestionType,
     /// Gold answer.
     pub gold: String,
@@ -131,6 +141,9 @@ impl ResultRecord {
             sample_index,
             model: model.to_string(),
             question: sample.question.clone(),
+            prompt: String::new(),
+            image: String::new(),
+            system: None,
             question_type: sample.qtype,
             gold: sample.answer.clone(),
             options: sample.options.clone(),

@@ -18,16 +18,27 @@ use crate::bench::scores::{read_scores, SCORES_FILE};
 /// Score a run: extract answers, judge correctness, write metrics and RH-AUC.
 #[derive(Debug, Clone, Args)]
 pub struct ScoreArgs {
-    /// Run directory holding results.jsonl (written by `rhlens eval` or `rhlens merge`).
-    pub run_dir: PathBuf,
+    /// Run directory holding results.jsonl (written by `rhlens eval` or `rhlens merge`); scores,
+    /// metrics and RH-AUC are written into it, replacing earlier ones (judge replies are cached)
+    /// [default: none; required]
+    #[arg(
+        long = "run",
+        value_name = "RUN_DIR",
+        required_unless_present = "run_dir_positional"
+    )]
+    pub run_dir: Option<PathBuf>,
+    /// The run directory given without `--run` (the older form).
+    #[arg(value_name = "RUN_DIR", hide = true, conflicts_with = "run_dir")]
+    pub run_dir_positional: Option<PathBuf>,
     /// OpenAI-compatible endpoint for an LLM judge (base URL, `.../v1`, or the full
-    /// `.../v1/chat/completions`). Without it the rule-based scorer is used.
+    /// `.../v1/chat/completions`) [default: none: the rule-based scorer]
     #[arg(long, value_name = "URL")]
     pub judge_url: Option<String>,
-    /// Judge model name [default: gpt-4o].
+    /// Judge model name [default: gpt-4o]
     #[arg(long, value_name = "NAME", requires = "judge_url")]
     pub judge_model: Option<String>,
-    /// Environment variable holding the judge's API key (sent as a Bearer token).
+    /// Environment variable holding the judge's API key (sent as a Bearer token) [default: none:
+    /// no key sent]
     #[arg(long, value_name = "VAR", requires = "judge_url")]
     pub judge_key_env: Option<String>,
     /// Judge request timeout in seconds.
@@ -45,12 +56,15 @@ pub struct ScoreArgs {
     /// Print one JSON object (metrics rows and RH-AUC) instead of tables.
     #[arg(long)]
     pub json: bool,
-    /// No progress bar or notes.
+    /// No progress bar, notes or list of files written (the tables and warnings still print).
     #[arg(long)]
     pub quiet: bool,
 }
 
 pub fn run_score(args: ScoreArgs) -> Result<()> {
+    let Some(run_dir) = args.run_dir.clone().or(args.run_dir_positional.clone()) else {
+        bail!("give the run directory with --run RUN_DIR");
+    };
     let judge = match &args.judge_url {
         None => None,
         Some(url) => {
@@ -78,7 +92,7 @@ pub fn run_score(args: ScoreArgs) -> Result<()> {
         seed: args.seed,
         progress: !args.quiet && !args.json,
     };
-    let summary = score_run(&args.run_dir, &opts)?;
+    let summary = score_run(&run_dir, &opts)?;
     if !args.quiet {
         for p in &summary.line_problems {
             eprintln!("note: results.jsonl {p}");
@@ -89,12 +103,12 @@ pub fn run_score(args: ScoreArgs) -> Result<()> {
                 summary.duplicates
             );
         }
-        if summary.judge_fallbacks > 0 {
-            eprintln!(
-                "warning: {} judge replies could not be parsed; those records were scored by the rule-based scorer (labelled `rule`)",
-                summary.judge_fallbacks
-            );
-        }
+    }
+    if summary.judge_fallbacks > 0 {
+        eprintln!(
+            "warning: {} judge replies could not be parsed; those records were scored by the rule-based scorer (labelled `rule`)",
+            summary.judge_fallbacks
+        );
     }
     if args.json {
         #[derive(serde::Serialize)]
@@ -131,7 +145,7 @@ pub fn run_score(args: ScoreArgs) -> Result<()> {
         }
         eprintln!(
             "wrote scores.jsonl, metrics.json, metrics.csv, rhauc.json in {}",
-            args.run_dir.display()
+            run_dir.display()
         );
     }
     Ok(())
@@ -161,7 +175,8 @@ impl From<ScaleArg> for Scale {
 #[derive(Debug, Clone, Args)]
 pub struct RhaucArgs {
     /// Points file: CSV or JSON with columns setting, reasoning, perception and optional model
-    /// (one RH-AUC per model); metrics.csv / metrics.json from `rhlens score` work as is.
+    /// (one RH-AUC per model); metrics.csv / metrics.json from `rhlens score` work as is
+    /// [default: none; give --points or --run]
     #[arg(
         long,
         value_name = "FILE",
@@ -169,19 +184,20 @@ pub struct RhaucArgs {
         conflicts_with = "run"
     )]
     pub points: Option<PathBuf>,
-    /// A scored run directory (its scores.jsonl); needed for --bootstrap.
+    /// A scored run directory (its scores.jsonl); needed for --bootstrap [default: none]
     #[arg(long, value_name = "RUN_DIR")]
     pub run: Option<PathBuf>,
-    /// Scale of the accuracies in --points.
+    /// Units of the accuracies in --points: fractions (unit, 0-1) or percent (0-100).
     #[arg(long, value_enum, default_value_t = ScaleArg::Auto)]
-    pub scale: ScaleArg,
+    pub units: ScaleArg,
     /// Bootstrap resamples over samples for a 95% interval (needs --run).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub bootstrap: usize,
     /// Bootstrap seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Also print means of RH-AUC and accuracies per value of this column (e.g. training).
+    /// Also print means of RH-AUC and accuracies per value of this column (e.g. training)
+    /// [default: none]
     #[arg(long, value_name = "COLUMN")]
     pub group_by: Vec<String>,
     /// Print one JSON object; `rh_auc` is a number, or an object by model when there are several.
@@ -194,7 +210,7 @@ pub fn run_rhauc(args: RhaucArgs) -> Result<()> {
         let scores_path = run.join(SCORES_FILE);
         if !scores_path.is_file() {
             bail!(
-                "{} not found: run `rhlens score {}` first",
+                "{} not found: run `rhlens score --run {}` first",
                 scores_path.display(),
                 run.display()
             );
@@ -210,11 +226,11 @@ pub fn run_rhauc(args: RhaucArgs) -> Result<()> {
         if args.bootstrap > 0 {
             bail!("--bootstrap resamples samples, which a points file does not have: use --run RUN_DIR (a scored run) instead");
         }
-        let points = read_points(path, args.scale.into())?;
+        let points = read_points(path, args.units.into())?;
         let models = points.rhauc_per_model();
         let note = points.scale_detected.then(|| {
             format!(
-                "accuracies read as {} ({}); pass --scale to override",
+                "accuracies read as {} ({}); pass --units to override",
                 if points.scale == Scale::Percent {
                     "percent (0-100)"
                 } else {

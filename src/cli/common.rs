@@ -46,11 +46,13 @@ impl ModelArgs {
             .unwrap_or_else(|| demo_model_dir().to_string_lossy().into_owned())
     }
 
-    /// How results name the model: `--model` as given, or `demo-model`.
-    pub fn label(&self) -> String {
-        self.model
-            .clone()
-            .unwrap_or_else(|| "demo-model".to_string())
+    /// Load the model, named `name` when given (else by the checkpoint folder or hub id).
+    pub fn load_named(&self, name: &NameArg) -> Result<Runtime> {
+        let mut rt = self.load()?;
+        if let Some(n) = &name.name {
+            rt.name = n.clone();
+        }
+        Ok(rt)
     }
 
     pub fn load(&self) -> Result<Runtime> {
@@ -77,6 +79,38 @@ impl ModelArgs {
         super::exit::test_only_torch_failure();
         Ok(rt)
     }
+}
+
+/// `--name`: how results, legends and file names call the model.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NameArg {
+    /// Name of the model in results, legends and file names [default: the checkpoint folder's
+    /// name, or the hub id]
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    pub name: Option<String>,
+}
+
+impl NameArg {
+    /// The name results will carry for `model`, known before loading it.
+    pub fn resolve(&self, model: &ModelArgs) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            let spec = model.model_spec();
+            crate::runtime::model_name(&spec, std::path::Path::new(&spec))
+        })
+    }
+}
+
+/// A model name: not empty, one line, no path separators (names become file names).
+fn parse_name(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("the name is empty".into());
+    }
+    if s.contains(['/', '\\']) || s.chars().any(char::is_control) {
+        return Err(format!(
+            "`{s}` has a path separator or a control character; a name is one word or phrase"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 #[derive(Args, Debug, Clone)]
@@ -126,22 +160,26 @@ impl ValueEnum for PromptStyle {
 
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
-    /// Maximum generated tokens (forced text included)
-    #[arg(long, default_value_t = 256)]
+    /// Maximum generated tokens, forced text included
+    #[arg(long, value_name = "TOKENS", default_value_t = 256)]
     pub max_new_tokens: usize,
-    /// Suppress end-of-sequence until this many tokens
-    #[arg(long, default_value_t = 0)]
+    /// Suppress end-of-sequence until this many generated tokens
+    #[arg(long, value_name = "TOKENS", default_value_t = 0)]
     pub min_new_tokens: usize,
     /// Always take the most likely token (the default unless --temperature/--top-p/--top-k is given)
     #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k"])]
     pub greedy: bool,
-    #[arg(long)]
+    /// Sampling temperature (> 0) [default: 1.0 once sampling]
+    #[arg(long, value_name = "T")]
     pub temperature: Option<f64>,
-    #[arg(long)]
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass, 0-1 [default:
+    /// 1.0 = off]
+    #[arg(long, value_name = "P")]
     pub top_p: Option<f64>,
-    #[arg(long)]
+    /// Keep only the K most likely tokens [default: 0 = off]
+    #[arg(long, value_name = "K")]
     pub top_k: Option<usize>,
-    /// Seed for sampling (libtorch's generator)
+    /// Seed for sampling (libtorch's generator) [default: libtorch's own]
     #[arg(long)]
     pub seed: Option<u64>,
     /// Hugging Face's repetition penalty over prompt and generated ids (1.0 = off)
@@ -178,34 +216,50 @@ impl SamplingArgs {
 #[derive(Args, Debug, Clone)]
 pub struct LengthArgs {
     /// Close thinking after N thinking tokens (0: answer at once), in the same KV cache
-    #[arg(long)]
+    /// [default: no budget]
+    #[arg(long, value_name = "TOKENS")]
     pub think_budget: Option<usize>,
     /// Keep thinking for at least N tokens: an early close tag is replaced by --continuation
-    #[arg(long)]
+    /// [default: no minimum]
+    #[arg(long, value_name = "TOKENS")]
     pub min_think: Option<usize>,
     /// Text inserted each time thinking is reopened by --waits (test-time scaling)
     #[arg(
         long,
+        value_name = "TEXT",
         default_value = "Wait, but I'm not sure if I'm missing anything."
     )]
-    pub wait: String,
-    /// Inserted to reach --min-think
-    #[arg(long, default_value = "Wait")]
+    pub wait_text: String,
+    /// Text inserted to reach --min-think
+    #[arg(long, value_name = "TEXT", default_value = "Wait")]
     pub continuation: String,
     /// Text forced after the close tag when the budget ends thinking
-    #[arg(long, default_value = "")]
+    #[arg(long, value_name = "TEXT", default_value = "")]
     pub answer_cue: String,
     /// Start the assistant turn with the open tag
     #[arg(long)]
     pub open_think: bool,
-    #[arg(long, default_value = "<think>")]
+    /// Tag that opens the thinking block
+    #[arg(long, value_name = "TAG", default_value = "<think>")]
     pub think_open: String,
-    #[arg(long, default_value = "</think>")]
+    /// Tag that closes the thinking block
+    #[arg(long, value_name = "TAG", default_value = "</think>")]
     pub think_close: String,
-    #[arg(long, default_value = "<answer>")]
+    /// Tag that opens the answer (also ends thinking when no close tag came first)
+    #[arg(long, value_name = "TAG", default_value = "<answer>")]
     pub answer_open: String,
-    #[arg(long, default_value = "</answer>")]
+    /// Tag that closes the answer
+    #[arg(long, value_name = "TAG", default_value = "</answer>")]
     pub answer_close: String,
+    /// The model does not think (a base or instruct model): its whole output is the answer
+    /// (answer tokens, answer role in traces, the answer scored). Default: see --think
+    #[arg(long, conflicts_with = "think")]
+    pub no_think: bool,
+    /// The model thinks: text before the close tag is thinking. Default (neither flag): a model
+    /// thinks when its chat template, its tokenizer or the prompt names the close tag, or when
+    /// length control asks for thinking; otherwise its output is counted as answer, with a warning
+    #[arg(long)]
+    pub think: bool,
 }
 
 impl LengthArgs {
@@ -220,11 +274,55 @@ impl LengthArgs {
             think_budget: self.think_budget,
             min_think: self.min_think,
             waits: 0,
-            wait_text: self.wait.clone(),
+            wait_text: self.wait_text.clone(),
             continuation: self.continuation.clone(),
             answer_cue: self.answer_cue.clone(),
             open_think: self.open_think,
         };
+        cfg.no_think = self.no_think;
+    }
+
+    /// Refuse `--no-think` with a sweep that varies thinking (before any model is loaded).
+    pub fn check_thinking(&self, sweeps_thinking: bool) -> Result<()> {
+        if self.no_think && sweeps_thinking {
+            bail!("--no-think: a sweep over thinking budgets or waits needs a model that thinks");
+        }
+        Ok(())
+    }
+
+    /// Settle whether the model thinks (`cfg.no_think`) once the model is loaded: `--think` and
+    /// `--no-think` say so; otherwise the rule in `--think`'s help decides, with a warning when it
+    /// decides that the model does not think. `texts` are the system prompt and prompt given;
+    /// `sweeps_thinking` says that a sweep varies a thinking budget or waits.
+    pub fn settle_thinking(
+        &self,
+        rt: &Runtime,
+        cfg: &mut GenerateConfig,
+        texts: &[Option<&str>],
+        sweeps_thinking: bool,
+    ) -> Result<()> {
+        self.check_thinking(sweeps_thinking)?;
+        if self.think || self.no_think {
+            return Ok(());
+        }
+        let asked = sweeps_thinking || cfg.length.thinking_setting().is_some();
+        let mut sources = vec![("its chat template", rt.template.source())];
+        sources.extend(texts.iter().flatten().map(|t| ("the prompt", *t)));
+        let named = crate::generate::thinking_named_by(&cfg.tags, &sources).or_else(|| {
+            rt.tokenizer
+                .token_to_id(&cfg.tags.close)
+                .map(|_| "its tokenizer")
+        });
+        if named.is_none() && !asked {
+            cfg.no_think = true;
+            eprintln!(
+                "warning: neither {}'s chat template, its tokenizer nor the prompt names the \
+                 thinking tag `{}`: counting the whole output as the answer, as for a base model \
+                 (pass --think if this model thinks, --no-think to say that it does not)",
+                rt.name, cfg.tags.close
+            );
+        }
+        Ok(())
     }
 }
 
@@ -284,16 +382,17 @@ impl BudgetProtocolArgs {
 /// What a sweep or a benchmark run varies: one of --budgets, --waits, or --steer with --weights.
 #[derive(Args, Debug, Clone, Default)]
 pub struct SweepArgs {
-    /// Thinking budgets in tokens, e.g. 0,100,200,300,400,500,600
+    /// Thinking budgets in tokens, e.g. 0,100,200,300,400,500,600 [default: none; give one of
+    /// --budgets, --waits, --steer]
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["waits", "weights"])]
     pub budgets: Vec<usize>,
-    /// Numbers of forced "Wait" continuations, e.g. 0,1,2,3
+    /// Numbers of forced "Wait" continuations, e.g. 0,1,2,3 [default: none]
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["budgets", "weights"])]
     pub waits: Vec<usize>,
-    /// Steering direction file (from `rhlens direction`), with --weights
+    /// Steering direction file (from `rhlens direction`), with --weights [default: none]
     #[arg(long, conflicts_with_all = ["budgets", "waits"])]
     pub steer: Option<PathBuf>,
-    /// Steering weights, e.g. -0.1,-0.05,0,0.05,0.1
+    /// Steering weights, e.g. -0.1,-0.05,0,0.05,0.1 [default: none]
     #[arg(
         long,
         value_delimiter = ',',
@@ -304,6 +403,12 @@ pub struct SweepArgs {
 }
 
 impl SweepArgs {
+    /// Whether a setting controls thinking: any budget, or a wait count above 0 (`--waits 0` is a
+    /// single plain run, the way to evaluate a model that does not think).
+    pub fn varies_thinking(&self) -> bool {
+        !self.budgets.is_empty() || self.waits.iter().any(|&w| w > 0)
+    }
+
     /// The library's plan for these flags.
     pub fn sweep_plan(&self) -> Result<SweepPlan> {
         Ok(if !self.budgets.is_empty() {

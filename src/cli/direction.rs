@@ -6,24 +6,32 @@ use clap::Args;
 
 use super::common::ModelArgs;
 use super::progress::bar;
-use crate::steer::{compute_direction, read_records, save};
+use crate::bench::results::RESULTS_FILE;
+use crate::steer::{compute_direction, read_generations, read_records, save, GenerationRecord};
 
 #[derive(Args, Debug)]
 pub struct DirectionArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// JSONL of generations rhlens wrote (image, prompt, generated_ids or thinking, think_tokens)
-    #[arg(long)]
-    pub generations: PathBuf,
+    /// Generations rhlens wrote, one or more of: a JSONL file (lines of `generate --json`, an
+    /// evaluation's results.jsonl), an evaluation run directory, a trace directory, or a directory
+    /// of traces (a sweep, an evaluation's traces/)
+    #[arg(long, value_name = "PATH", num_args = 1.., required = true)]
+    pub generations: Vec<PathBuf>,
     /// Examples with more thinking tokens than this are "long"
-    #[arg(long, default_value_t = 350)]
+    #[arg(long, value_name = "TOKENS", default_value_t = 350)]
     pub long_min: usize,
     /// Examples with fewer thinking tokens than this are "short"
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, value_name = "TOKENS", default_value_t = 150)]
     pub short_max: usize,
-    /// Output safetensors file: direction [layers, hidden], counts [n_long, n_short]
-    #[arg(long)]
+    /// Output safetensors file: direction [layers, hidden], counts [n_long, n_short]; an existing
+    /// file is refused unless --force
+    #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Replace an existing output file
+    #[arg(long)]
+    pub force: bool,
+    /// No progress bar (the one-line summary still prints on stderr)
     #[arg(long)]
     pub quiet: bool,
 }
@@ -36,7 +44,16 @@ pub fn run(args: DirectionArgs) -> Result<()> {
             args.long_min
         );
     }
-    let records = read_records(&args.generations)?;
+    if args.out.exists() && !args.force {
+        anyhow::bail!(
+            "{} already exists: choose another --out or pass --force to replace it",
+            args.out.display()
+        );
+    }
+    let mut records = Vec::new();
+    for path in &args.generations {
+        records.extend(read_path(path)?);
+    }
     let rt = args.model.load()?;
     if let Some(note) = rt.random_weights_note() {
         eprintln!("{note}");
@@ -65,4 +82,13 @@ pub fn run(args: DirectionArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The generations at `path`; an evaluation run directory stands for its results file.
+fn read_path(path: &std::path::Path) -> Result<Vec<GenerationRecord>> {
+    let results = path.join(RESULTS_FILE);
+    if path.is_dir() && results.is_file() {
+        return read_records(&results);
+    }
+    read_generations(path)
 }

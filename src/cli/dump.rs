@@ -17,8 +17,8 @@ pub struct DumpArgs {
     pub input: InputArgs,
     /// Capture sites to dump, by name or pattern (`blocks.*.attn.pattern`,
     /// `blocks.3-5.resid_post_attn`, `vision.*`), saved under their site names; repeat the flag
-    /// or separate patterns with commas. Without it: what Hugging Face returns (attentions.{layer},
-    /// hidden_states.{i}, image_embeds)
+    /// or separate patterns with commas [default: what Hugging Face returns (attentions.{layer},
+    /// hidden_states.{i}, image_embeds)]
     #[arg(long, value_delimiter = ',', value_name = "SITES")]
     pub capture: Vec<SitePattern>,
     /// Output safetensors file: input_ids, pixel_values, image_grid_thw, position_ids,

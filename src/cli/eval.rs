@@ -9,8 +9,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::common::{
-    generate_config, BudgetProtocolArgs, LengthArgs, ModelArgs, PromptStyleArg, SamplingArgs,
-    SweepArgs,
+    generate_config, BudgetProtocolArgs, LengthArgs, ModelArgs, NameArg, PromptStyleArg,
+    SamplingArgs, SweepArgs,
 };
 use super::trace::ProbeArgs;
 use crate::bench::eval::{self, EvalPlan, EvalRequest, EvalSummary};
@@ -22,6 +22,8 @@ use crate::bench::{Shard, Split};
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub name: NameArg,
     /// Benchmark: an RH-Bench directory (reason_data.json + reason_images/, halu_data.json +
     /// per_images/) or a JSON/JSONL file with a `split` field
     #[arg(long)]
@@ -38,19 +40,21 @@ pub struct EvalArgs {
     pub protocol: BudgetProtocolArgs,
     #[command(flatten)]
     pub style: PromptStyleArg,
-    /// Run directory: manifest.json, results.jsonl (appended and synced per answer)
-    #[arg(long)]
+    /// Run directory: manifest.json, results.jsonl (appended and synced per answer); an existing
+    /// one is resumed (answers already there are kept, when made with the same options)
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Run only shard I of N (0-based), e.g. 0/4; also read from SLURM_ARRAY_TASK_ID/COUNT
-    #[arg(long)]
+    /// [default: all the work]
+    #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
     /// Answers per sample and setting (distinct seeds)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub samples: u32,
-    /// Only the first N samples of each split
-    #[arg(long)]
+    /// Only the first N samples of each split [default: all]
+    #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Only this split (perception or reasoning)
+    /// Only this split (perception or reasoning) [default: both]
     #[arg(long, value_parser = parse_split)]
     pub split: Option<Split>,
     /// Also save a full trace per answer under RUN_DIR/traces/
@@ -59,15 +63,16 @@ pub struct EvalArgs {
     /// Record failures and go on instead of stopping (a rerun retries them)
     #[arg(long)]
     pub keep_going: bool,
-    /// System prompt (default: the chat template's own)
-    #[arg(long)]
+    /// System prompt [default: the chat template's own]
+    #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
+    /// No progress bar (the summary line, failures and warnings still print on stderr)
     #[arg(long)]
     pub quiet: bool,
     /// Decode up to N samples of the same setting together (left-padded batch). Greedy answers
     /// equal those of batch size 1; seeded sampling draws differently; settings with a minimum
     /// thinking length or waits always run one at a time
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
 }
 
@@ -82,10 +87,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .sampling(&args.sampling, &args.model, &mut generate)?;
     generate.validate()?;
     let protocol = args.protocol.protocol()?;
+    let sweeps_thinking = args.sweep.varies_thinking();
+    args.length.check_thinking(sweeps_thinking)?;
     protocol.check_plan(&args.sweep.sweep_plan()?, &generate, args.samples as usize)?;
     let request = EvalRequest {
         bench: args.bench.clone(),
-        model_name: args.model.label(),
+        model_name: args.name.resolve(&args.model),
         generate,
         probe: args.probe.config()?,
         system: args.system.clone(),
@@ -100,10 +107,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
         keep_going: args.keep_going,
         batch_size: args.batch_size as usize,
     };
-    let plan = EvalPlan::new(request, &mut |p| eprintln!("skipped: {p}"))?;
-    let rt = args.model.load()?;
+    let mut plan = EvalPlan::new(request, &mut |p| eprintln!("skipped: {p}"))?;
+    let rt = args.model.load_named(&args.name)?;
     if let Some(note) = rt.random_weights_note() {
         eprintln!("{note}");
+    }
+    let mut generate = plan.request().generate.clone();
+    let texts = [args.system.as_deref()];
+    args.length
+        .settle_thinking(&rt, &mut generate, &texts, sweeps_thinking)?;
+    if generate.no_think {
+        plan.count_output_as_answer();
     }
     let sweep = protocol.relabel(args.sweep.resolve(&rt)?);
     let summary = eval::run(&rt, &plan, &sweep, &mut Bar::new(!args.quiet))?;

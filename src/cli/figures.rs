@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args, ValueEnum};
 
-use crate::formats::trace::Trace;
+use crate::formats::trace::{Trace, TraceError};
+use crate::render::traces::IMAGE_NOT_FOUND;
 use crate::render::{
     self, Canvas, ColorScale, Colormap, LayerSelection, LengthAxis, RenderOptions, Rendered,
     Upsample,
@@ -22,27 +23,37 @@ use crate::render::{
 ))]
 pub struct FiguresArgs {
     /// Trace directories (from `rhlens trace`); two or more are also compared side by side
+    /// [default: none; give at least one of --trace, --sweep, --results]
     #[arg(long, num_args = 1.., value_name = "DIR")]
     pub trace: Vec<PathBuf>,
 
-    /// Sweep directory (from `rhlens sweep`, holding summary.json)
+    /// Sweep directory (from `rhlens sweep`, holding summary.json) [default: none]
     #[arg(long, value_name = "DIR")]
     pub sweep: Option<PathBuf>,
 
     /// Metrics files (CSV or JSON rows: model, setting, setting_value, reasoning, perception, ...)
+    /// [default: none]
     #[arg(long, num_args = 1.., value_name = "FILE")]
     pub results: Vec<PathBuf>,
 
-    /// Output directory (created if missing; figures in it are overwritten)
+    /// Output directory (created if missing); one that already holds files is refused unless
+    /// --force
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
-    /// Names of the traces in titles and directory names, one per --trace, in order
-    /// (default: the trace directory names)
+    /// Draw into an output directory that already holds files, replacing figures of the same name
+    #[arg(long)]
+    pub force: bool,
+
+    /// Names of the traces in titles, legends and directory names, one per --trace, in order
+    /// [default: the model names when the traces come from different models, else the trace
+    /// directory names]
     #[arg(long = "label", value_name = "NAME", num_args = 1..)]
     pub labels: Vec<String>,
 
-    /// Image to draw under the maps instead of the one recorded in the trace
+    /// Image to draw under the maps instead of the one recorded in the trace (for an image that
+    /// moved) [default: the trace's image, found relative to the trace directory, then as
+    /// recorded]
     #[arg(long, value_name = "IMG")]
     pub image: Option<PathBuf>,
 
@@ -68,7 +79,8 @@ pub struct FiguresArgs {
     )]
     pub scale: f64,
 
-    /// Resolution as dots per inch, an alternative to --scale (100 dpi = scale 1)
+    /// Resolution as dots per inch, an alternative to --scale (100 dpi = scale 1) [default: from
+    /// --scale]
     #[arg(long, value_name = "DPI")]
     pub dpi: Option<f64>,
 
@@ -104,7 +116,7 @@ pub struct FiguresArgs {
     #[arg(long)]
     pub allow_partial: bool,
 
-    /// Print nothing but errors
+    /// Print nothing but warnings and errors (no notes, no list of files)
     #[arg(long)]
     pub quiet: bool,
 
@@ -204,33 +216,31 @@ pub fn run(args: FiguresArgs) -> Result<()> {
     if !args.labels.is_empty() && args.trace.is_empty() {
         bail!("--label names traces; pass them with --trace");
     }
+    // every input is read before the output directory is touched
+    let traces = read_traces(&args)?;
+    let mut rows = Vec::new();
+    for f in &args.results {
+        rows.extend(render::results::read_metrics(f)?);
+    }
+    let holds_files = fs::read_dir(&args.out).is_ok_and(|mut d| d.next().is_some());
+    if holds_files && !args.force {
+        bail!(
+            "{} already holds files: choose another --out or pass --force to draw into it",
+            args.out.display()
+        );
+    }
     fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
     let mut all = Rendered::default();
-    if !args.trace.is_empty() {
-        let labels = render::trace_labels(&args.trace, &args.labels)?;
-        let mut traces = Vec::new();
-        for (dir, label) in args.trace.iter().zip(labels) {
-            let t = if args.allow_partial {
-                Trace::read_allow_partial(dir)
-            } else {
-                Trace::read(dir)
-            }?;
-            traces.push((label, t));
-        }
+    if !traces.is_empty() {
         merge(&mut all, render::render_traces(&traces, &args.out, &opts)?);
     }
     if let Some(dir) = &args.sweep {
-        merge(
-            &mut all,
-            render::render_sweep(dir, &args.out, &opts, args.allow_partial)?,
-        );
+        let drawn =
+            render::render_sweep(dir, &args.out, &opts, args.allow_partial).map_err(with_flags)?;
+        merge(&mut all, drawn);
     }
     if !args.results.is_empty() {
-        let mut rows = Vec::new();
-        for f in &args.results {
-            rows.extend(render::results::read_metrics(f)?);
-        }
         merge(&mut all, render::render_results(&rows, &args.out, &opts)?);
     }
     if args.json {
@@ -245,6 +255,26 @@ pub fn run(args: FiguresArgs) -> Result<()> {
     Ok(())
 }
 
+/// The `--trace` directories read, with their labels.
+fn read_traces(args: &FiguresArgs) -> Result<Vec<(String, Trace)>> {
+    let mut read = Vec::new();
+    for dir in &args.trace {
+        let t = if args.allow_partial {
+            Trace::read_allow_partial(dir)
+        } else {
+            Trace::read(dir)
+        }
+        .map_err(|e| with_flags(e.into()))?;
+        read.push((dir.clone(), t));
+    }
+    let labels = render::trace_labels(&read, &args.labels)?;
+    Ok(labels
+        .into_iter()
+        .zip(read)
+        .map(|(l, (_, t))| (l, t))
+        .collect())
+}
+
 /// Tells the user what was drawn into `out`: notes and the figure files (nothing when quiet).
 pub fn report(drawn: &Rendered, out: &Path, quiet: bool) {
     if quiet {
@@ -252,6 +282,9 @@ pub fn report(drawn: &Rendered, out: &Path, quiet: bool) {
     }
     for n in &drawn.notes {
         eprintln!("note: {n}");
+    }
+    if drawn.notes.iter().any(|n| n.ends_with(IMAGE_NOT_FOUND)) {
+        eprintln!("note: pass --image FILE to draw a moved image under the maps");
     }
     for f in &drawn.files {
         println!("{}", f.display());
@@ -261,6 +294,18 @@ pub fn report(drawn: &Rendered, out: &Path, quiet: bool) {
         drawn.files.len(),
         out.display()
     );
+}
+
+/// A partial trace refused: say which flag draws it anyway.
+fn with_flags(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast_ref::<TraceError>() {
+        Some(TraceError::Partial { dir }) => anyhow::anyhow!(
+            "{} is a partial trace: the run that wrote it did not finish (rerun it, or pass \
+             --allow-partial to draw what it saved)",
+            dir.display()
+        ),
+        _ => e,
+    }
 }
 
 fn merge(all: &mut Rendered, r: Rendered) {

@@ -40,7 +40,7 @@ impl AttnPrecision {
 
 /// Library settings whose flag is not the setting's name with dashes.
 const FLAG_OF_SETTING: &[(&str, &str)] = &[
-    ("wait_text", "--wait"),
+    ("window", "--map-window"),
     ("f32_probs", "--attn-precision"),
     ("visual_heads", "--per-head"),
 ];
@@ -66,7 +66,8 @@ mod tests {
     fn settings_read_as_flags() {
         assert_eq!(flag("top_p"), "--top-p");
         assert_eq!(flag("device"), "--device");
-        assert_eq!(flag("wait_text"), "--wait");
+        assert_eq!(flag("wait_text"), "--wait-text");
+        assert_eq!(flag("window"), "--map-window");
     }
 
     #[test]

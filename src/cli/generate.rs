@@ -5,13 +5,17 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs, WaitsArg};
+use super::common::{
+    generate_config, InputArgs, LengthArgs, ModelArgs, NameArg, SamplingArgs, WaitsArg,
+};
 use crate::generate::Generator;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub name: NameArg,
     #[command(flatten)]
     pub input: InputArgs,
     #[command(flatten)]
@@ -20,11 +24,14 @@ pub struct GenerateArgs {
     pub length: LengthArgs,
     #[command(flatten)]
     pub waits: WaitsArg,
-    /// Print one JSON object (text, thinking, answer, generated_ids, think_tokens, answer_tokens,
-    /// stop_reason) instead of streaming text
+    /// Print one JSON object instead of streaming text: the input (model, image, prompt, system,
+    /// settings) and the generation (text, thinking, answer, generated_ids, think_tokens,
+    /// answer_tokens, stop_reason, events, timing); a line of it is a record `rhlens direction
+    /// --generations` reads
     #[arg(long)]
     pub json: bool,
-    /// No streamed text (the final answer is still printed unless --json)
+    /// No streamed text: the whole text is printed once at the end (unless --json); warnings still
+    /// print on stderr
     #[arg(long)]
     pub quiet: bool,
 }
@@ -33,15 +40,16 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let mut cfg = generate_config(&args.sampling, &args.length);
     cfg.length.waits = args.waits.waits;
     cfg.validate()?;
-    let rt = args.model.load()?;
+    let rt = args.model.load_named(&args.name)?;
     if let Some(note) = rt.random_weights_note() {
         eprintln!("{note}");
     }
-    let prompt = rt.prepare(
-        &args.input.image_path(),
-        &args.input.question(),
-        args.input.system.as_deref(),
-    )?;
+    // the question as asked: with the prompt preset appended
+    let question = args.input.question();
+    let texts = [args.input.system.as_deref(), Some(question.as_str())];
+    args.length.settle_thinking(&rt, &mut cfg, &texts, false)?;
+    let image = args.input.image_path();
+    let prompt = rt.prepare(&image, &question, args.input.system.as_deref())?;
     let generator = Generator::new(&rt.model, &rt.tokenizer);
     let ids = generator.prompt_ids(&prompt.input_ids, &cfg)?;
     let stream = !args.json && !args.quiet;
@@ -64,6 +72,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     if args.json {
         let v = json!({
+            "model": rt.name,
+            "image": image.to_string_lossy(),
+            "prompt": question,
+            "prompt_style": args.input.style.prompt_style.name(),
+            "system": args.input.system,
+            "settings": cfg,
             "text": g.text,
             "thinking": g.thinking,
             "answer": g.answer,

@@ -44,7 +44,7 @@ pub struct LayersArgs {
     /// question), allocation.json, allocation.safetensors
     #[arg(long)]
     pub out: PathBuf,
-    /// Use at most N questions (the paper's analysis uses 50)
+    /// Use at most N questions (the paper's analysis uses 50) [default: all]
     #[arg(long)]
     pub limit: Option<usize>,
     /// System prompt (default: the chat template's own)
@@ -56,6 +56,7 @@ pub struct LayersArgs {
     pub query: QueryArg,
     #[command(flatten)]
     pub style: PromptStyleArg,
+    /// No progress bar or table (the one-line summary still prints on stderr)
     #[arg(long)]
     pub quiet: bool,
 }
@@ -111,7 +112,7 @@ pub fn run(args: LayersArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let header = serde_json::json!({
-        "model": rt.dir.to_string_lossy(),
+        "model": rt.name,
         "random_weights": rt.config.random_weights,
         "prompt_style": style.name(),
     });

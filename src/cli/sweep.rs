@@ -5,7 +5,8 @@ use anyhow::Result;
 use clap::Args;
 
 use super::common::{
-    generate_config, BudgetProtocolArgs, InputArgs, LengthArgs, ModelArgs, SamplingArgs, SweepArgs,
+    generate_config, BudgetProtocolArgs, InputArgs, LengthArgs, ModelArgs, NameArg, SamplingArgs,
+    SweepArgs,
 };
 use super::progress::bar;
 use super::trace::ProbeArgs;
@@ -16,6 +17,8 @@ use crate::sweep::{run_sweep, SweepRequest};
 pub struct SweepCmd {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub name: NameArg,
     #[command(flatten)]
     pub input: InputArgs,
     #[command(flatten)]
@@ -29,14 +32,17 @@ pub struct SweepCmd {
     #[command(flatten)]
     pub protocol: BudgetProtocolArgs,
     /// Generations per setting (distinct seeds; needs sampling flags for spread)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub samples: usize,
-    /// Sweep directory: summary.json, summary.csv, traces/<setting>/ (resumes when it exists)
-    #[arg(long)]
+    /// Sweep directory: summary.json, summary.csv, traces/<setting>/; an existing one is resumed
+    /// (finished settings are kept, when made with the same options)
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Do not draw figures
     #[arg(long)]
     pub no_figures: bool,
+    /// No progress bar, table or figure list (the one-line summary and warnings still print on
+    /// stderr)
     #[arg(long)]
     pub quiet: bool,
 }
@@ -53,10 +59,16 @@ pub fn run(args: SweepCmd) -> Result<()> {
     if args.samples == 0 {
         anyhow::bail!("--samples must be at least 1");
     }
-    let rt = args.model.load()?;
+    let sweeps_thinking = args.sweep.varies_thinking();
+    args.length.check_thinking(sweeps_thinking)?;
+    let rt = args.model.load_named(&args.name)?;
     if let Some(note) = rt.random_weights_note() {
         eprintln!("{note}");
     }
+    let question = args.input.question();
+    let texts = [args.input.system.as_deref(), Some(question.as_str())];
+    args.length
+        .settle_thinking(&rt, &mut cfg, &texts, sweeps_thinking)?;
     let sweep = protocol.relabel(args.sweep.resolve(&rt)?);
     let image = args.input.image_path();
     let req = SweepRequest {

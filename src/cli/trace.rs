@@ -7,25 +7,28 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::common::{generate_config, InputArgs, LengthArgs, ModelArgs, SamplingArgs, WaitsArg};
+use super::common::{
+    generate_config, InputArgs, LengthArgs, ModelArgs, NameArg, SamplingArgs, WaitsArg,
+};
 use super::flags::AttnPrecision;
 use crate::fsutil::lock::holder_of;
 use crate::probe::run::{
     traced_generation_with, Checkpoints, Interrupted, DEFAULT_CHECKPOINT_EVERY,
 };
 use crate::probe::{ProbeConfig, TraceRequest};
+use crate::render::LayerSelection;
 
 #[derive(Args, Debug, Clone)]
 pub struct ProbeArgs {
     /// Keep per-head role mass (role_attention_heads) and per-head visual maps
     #[arg(long)]
     pub per_head: bool,
-    /// Also save visual maps averaged per window of N steps
-    #[arg(long)]
-    pub window: Option<usize>,
-    /// Capture these decoder layers only (comma-separated, e.g. 0,7,14,27)
-    #[arg(long, value_delimiter = ',')]
-    pub layers: Vec<usize>,
+    /// Also save visual maps averaged per window of N generation steps [default: none]
+    #[arg(long, value_name = "STEPS")]
+    pub map_window: Option<usize>,
+    /// Capture these decoder layers only, e.g. 0,4,8-12 [default: every layer]
+    #[arg(long, value_name = "LIST")]
+    pub layers: Option<LayerSelection>,
     /// Precision of the captured probabilities: `model` (as the model computes them, like Hugging
     /// Face's eager path) or `f32` (float32 even when the model runs in bf16/f16)
     #[arg(long, default_value = "model", hide_possible_values = true)]
@@ -38,9 +41,9 @@ pub struct ProbeArgs {
 impl ProbeArgs {
     pub fn config(&self) -> Result<ProbeConfig> {
         Ok(ProbeConfig {
-            layers: self.layers.clone(),
+            layers: self.layers.clone().map(|l| l.0).unwrap_or_default(),
             per_head: self.per_head,
-            window: self.window,
+            window: self.map_window,
             f32_probs: self.attn_precision.f32_probs(),
             visual_heads: self.per_head,
         })
@@ -52,6 +55,8 @@ pub struct TraceArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
+    pub name: NameArg,
+    #[command(flatten)]
     pub input: InputArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -61,15 +66,17 @@ pub struct TraceArgs {
     pub waits: WaitsArg,
     #[command(flatten)]
     pub probe: ProbeArgs,
-    /// Steering direction file (from `rhlens direction`), with --steer-weight
-    #[arg(long, requires = "steer_weight")]
+    /// Steering direction file (from `rhlens direction`), with --steer-weight [default: no
+    /// steering]
+    #[arg(long, value_name = "FILE", requires = "steer_weight")]
     pub steer: Option<PathBuf>,
     /// Weight of the steering direction (0 is exactly no steering); required with --steer, since
-    /// a direction without a weight would silently change nothing
+    /// a direction without a weight would silently change nothing [default: none]
     #[arg(long, requires = "steer", allow_hyphen_values = true)]
     pub steer_weight: Option<f64>,
-    /// Trace directory to write (trace.json + attention.safetensors)
-    #[arg(long)]
+    /// Trace directory to write (trace.json + attention.safetensors); an existing one is refused
+    /// unless --force
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Replace an existing trace directory
     #[arg(long)]
@@ -79,7 +86,7 @@ pub struct TraceArgs {
     /// time limit) saves what was captured and exits with status 1
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CHECKPOINT_EVERY)]
     pub checkpoint_every: usize,
-    /// No streamed text
+    /// No streamed text (the one-line summary and warnings still print on stderr)
     #[arg(long)]
     pub quiet: bool,
 }
@@ -93,10 +100,15 @@ pub fn run(args: TraceArgs) -> Result<()> {
     if let Some(p) = &args.steer {
         crate::steer::check_file(p)?;
     }
-    let rt = args.model.load()?;
+    let rt = args.model.load_named(&args.name)?;
     if let Some(note) = rt.random_weights_note() {
         eprintln!("{note}");
     }
+    let texts = [
+        args.input.system.as_deref(),
+        Some(args.input.prompt.as_str()),
+    ];
+    args.length.settle_thinking(&rt, &mut cfg, &texts, false)?;
     let steering = match &args.steer {
         Some(p) => crate::steer::load_scaled(p, &rt, args.steer_weight.unwrap_or(0.0))?,
         None => None,

@@ -72,7 +72,7 @@ pub enum TraceError {
         "{path}: trace format version {found} is not supported (this rhlens reads version {TRACE_FORMAT_VERSION})"
     )]
     Version { path: PathBuf, found: u32 },
-    #[error("{dir} is a partial trace: the run that wrote it did not finish (rerun it, or pass --allow-partial to use what it saved)")]
+    #[error("{dir} is a partial trace: the run that wrote it did not finish (rerun it, or allow partial traces to use what it saved)")]
     Partial { dir: PathBuf },
     #[error("{dir} is a partial trace and holds no attention arrays yet")]
     PartialWithoutArrays { dir: PathBuf },
@@ -91,7 +91,12 @@ pub enum TraceError {
 /// The model that produced the trace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ModelInfo {
-    /// Checkpoint directory as given on the command line.
+    /// How the model is named in results and legends (`--name`; default the checkpoint folder's
+    /// name or the hub id), never a machine path.
+    #[serde(default)]
+    pub name: String,
+    /// The same as `name` (kept for readers of traces written before `name` existed, which held
+    /// the checkpoint directory here).
     pub path: String,
     /// `model_type` from the checkpoint's config (e.g. `qwen2_5_vl`).
     pub model_type: String,
@@ -113,6 +118,10 @@ pub struct ImageInfo {
     /// Image file as given on the command line (figures resolve a relative path against the
     /// working directory, then against the trace directory).
     pub path: String,
+    /// The image file relative to the trace directory, so that figures find it from any working
+    /// directory and after the trace and its images move together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_path: Option<String>,
     /// Original width in pixels.
     pub width: u32,
     /// Original height in pixels.

@@ -89,6 +89,21 @@ impl LengthControl {
     pub fn rolls_back(&self) -> bool {
         self.min_think.is_some() || self.waits > 0
     }
+
+    /// The first setting that acts on a thinking block, if any is set.
+    pub fn thinking_setting(&self) -> Option<&'static str> {
+        if self.think_budget.is_some() {
+            Some("think_budget")
+        } else if self.min_think.is_some() {
+            Some("min_think")
+        } else if self.waits > 0 {
+            Some("waits")
+        } else if self.open_think {
+            Some("open_think")
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,6 +114,11 @@ pub struct GenerateConfig {
     pub sampling: SamplingConfig,
     pub tags: ThinkTags,
     pub length: LengthControl,
+    /// The model does not think (a base or instruct model): everything it generates is the answer,
+    /// and no thinking block is looked for. Left out of saved settings when false, so runs saved
+    /// before the field existed compare equal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_think: bool,
 }
 
 impl GenerateConfig {
@@ -107,6 +127,15 @@ impl GenerateConfig {
         self.sampling.validate()?;
         self.tags.validate()?;
         self.length.validate()?;
+        if self.no_think {
+            if let Some(setting) = self.length.thinking_setting() {
+                // length control acts on a thinking block this generation does not have
+                return invalid(
+                    setting,
+                    "controls thinking, but `no_think` counts the whole output as answer",
+                );
+            }
+        }
         if self.max_new_tokens == 0 {
             return invalid("max_new_tokens", "must be at least 1");
         }
@@ -137,8 +166,29 @@ impl Default for GenerateConfig {
             sampling: SamplingConfig::default(),
             tags: ThinkTags::default(),
             length: LengthControl::new(),
+            no_think: false,
         }
     }
+}
+
+/// Which of `sources` (`(what, text)`: a chat template, a prompt) names a thinking tag, if any:
+/// a model that was never shown the tags is not expected to write them.
+pub fn thinking_named_by<'s>(tags: &ThinkTags, sources: &[(&'s str, &str)]) -> Option<&'s str> {
+    let tags = [tags.open.as_str(), tags.close.as_str()];
+    sources
+        .iter()
+        .find(|(_, text)| tags.iter().any(|t| !t.is_empty() && text.contains(t)))
+        .map(|(what, _)| *what)
+}
+
+/// Split generated text into the thinking and the answer as `cfg` expects it: without thinking
+/// (`no_think`) all of it is the answer (still taken from inside answer tags when present).
+pub fn split_generation(text: &str, cfg: &GenerateConfig) -> (String, String) {
+    if cfg.no_think {
+        let (_, answer) = split_thinking(&format!("{}{text}", cfg.tags.close), &cfg.tags);
+        return (String::new(), answer);
+    }
+    split_thinking(text, &cfg.tags)
 }
 
 /// Split generated text into the thinking and the answer. Without a close tag everything is

@@ -18,7 +18,9 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use tch::Tensor;
 
-pub use config::{split_thinking, GenerateConfig, LengthControl, ThinkTags};
+pub use config::{
+    split_generation, split_thinking, thinking_named_by, GenerateConfig, LengthControl, ThinkTags,
+};
 pub use observe::{Hooks, StepObserver};
 pub use output::{Event, EventKind, Generation, StopReason, Timing};
 pub use row::{Accepted, Choice, Next, Row};

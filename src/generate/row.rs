@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use anyhow::{bail, Result};
 use tch::Tensor;
 
-use super::config::{split_thinking, GenerateConfig};
+use super::config::{split_generation, GenerateConfig};
 use super::output::{Event, EventKind, Generation, StopReason, Timing};
 use crate::checkpoint::TextTokenizer;
 use crate::sampling::select;
@@ -77,8 +77,9 @@ impl<'g> Row<'g> {
             forced: Vec::new(),
             queue: VecDeque::new(),
             history: prompt.to_vec(),
-            closed_at: None,
-            tag_start: None,
+            // without thinking the answer starts at the first generated token
+            closed_at: cfg.no_think.then_some(0),
+            tag_start: cfg.no_think.then_some(0),
             waits_left: cfg.length.waits,
             events: Vec::new(),
             stop: None,
@@ -148,7 +149,8 @@ impl<'g> Row<'g> {
         self.forced.push(forced);
         self.history.push(token);
         let is_eos = !forced && self.eos_ids.contains(&token);
-        let mut answer_start = None;
+        // without thinking, the first token tells the observer that the answer starts at 0
+        let mut answer_start = (self.cfg.no_think && self.ids.len() == 1).then_some(0);
         if self.closed_at.is_none() {
             // thinking ends at a close tag (or answer tag), or at an end of sequence
             let tag_at = self.find_close()?;
@@ -285,7 +287,7 @@ impl<'g> Row<'g> {
     fn generation(&self, stop_reason: StopReason) -> Result<Generation> {
         let text = self.tokenizer.decode(&self.ids, true)?;
         let answer_start = self.closed_at.unwrap_or(self.ids.len());
-        let (thinking, answer) = split_thinking(&text, &self.cfg.tags);
+        let (thinking, answer) = split_generation(&text, self.cfg);
         let think_tokens = self.think_count();
         let answer_tokens = self.ids[answer_start..]
             .iter()

@@ -272,3 +272,24 @@ fn generation_stops_at_max_new_tokens() {
         (3, 3, "a b c")
     );
 }
+
+#[test]
+fn without_thinking_every_generated_token_is_answer() {
+    let tok = tokenizer();
+    let mut think = config(30);
+    let mut row = Row::new(&tok, &think, &[EOS], &[1, 2]);
+    drive(&tok, &mut row, &[A, B, C, EOS]);
+    let g = row.finish().unwrap();
+    // a model that never closes a thinking block: by default all of it (EOS too) is thinking
+    assert_eq!((g.think_tokens, g.answer_tokens, g.answer_start), (4, 0, 4));
+    think.no_think = true;
+    let mut row = Row::new(&tok, &think, &[EOS], &[1, 2]);
+    let steps = drive(&tok, &mut row, &[A, B, C, EOS]);
+    let g = row.finish().unwrap();
+    assert_eq!((g.think_tokens, g.answer_tokens, g.answer_start), (0, 3, 0));
+    assert_eq!((g.thinking.as_str(), g.answer.as_str()), ("", "a b c"));
+    // the observer hears at the first token that the answer starts at 0 (roles in traces)
+    assert_eq!(steps[0].1.answer_start, Some(0));
+    assert!(steps[1..].iter().all(|(_, a)| a.answer_start.is_none()));
+    assert!(g.events.is_empty());
+}

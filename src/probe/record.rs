@@ -1,4 +1,6 @@
 //! Turning one probed generation into a trace (metadata + arrays) in the saved format.
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, Result};
 use ndarray::{Array2, Array3, Array4};
 
@@ -10,20 +12,23 @@ use crate::generate::{self, Generation};
 use crate::model::{device_name, kind_name};
 use crate::runtime::{Prompt, Runtime};
 
-/// Metadata known before generation starts (written first, marked incomplete).
+/// Metadata known before generation starts (written first, marked incomplete); `out` is the
+/// trace directory, against which the image's path is also recorded.
 pub fn trace_meta(
     rt: &Runtime,
     prompt: &Prompt,
     layers: &[usize],
     window: Option<usize>,
     settings: serde_json::Value,
+    out: Option<&Path>,
 ) -> TraceMeta {
     let info = &prompt.image.info;
     let merge = rt.config.vision.spatial_merge_size;
     let spans = role_spans(&prompt.spans, prompt.input_ids.len(), 0, 0);
     TraceMeta {
         model: ModelInfo {
-            path: rt.dir.to_string_lossy().into_owned(),
+            name: rt.name.clone(),
+            path: rt.name.clone(),
             model_type: rt.config.model_type.clone(),
             dtype: kind_name(rt.model.kind).to_string(),
             device: device_name(rt.model.device),
@@ -33,6 +38,7 @@ pub fn trace_meta(
         },
         image: ImageInfo {
             path: prompt.image.path.to_string_lossy().into_owned(),
+            relative_path: out.and_then(|dir| relative_to(&prompt.image.path, dir)),
             width: info.original_size.0 as u32,
             height: info.original_size.1 as u32,
             resized_width: info.resized_size.0 as u32,
@@ -53,6 +59,31 @@ pub fn trace_meta(
         },
         ..Default::default()
     }
+}
+
+/// `file` as a path relative to directory `dir` (`../../images/cat.png`), when both resolve.
+pub fn relative_to(file: &Path, dir: &Path) -> Option<String> {
+    let file = file.canonicalize().ok()?;
+    // the trace directory may not exist yet: resolve its nearest existing ancestor
+    let dir = std::path::absolute(dir).ok()?;
+    let existing = dir.ancestors().find(|a| a.exists())?;
+    let dir = existing
+        .canonicalize()
+        .ok()?
+        .join(dir.strip_prefix(existing).ok()?);
+    let file_parts: Vec<_> = file.components().collect();
+    let dir_parts: Vec<_> = dir.components().collect();
+    let common = file_parts
+        .iter()
+        .zip(&dir_parts)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut rel = PathBuf::new();
+    for _ in common..dir_parts.len() {
+        rel.push("..");
+    }
+    rel.extend(&file_parts[common..]);
+    Some(rel.to_string_lossy().into_owned())
 }
 
 /// Fill in what the generation produced.

@@ -125,6 +125,8 @@ fn setup(
     }
     let mut settings = recorded_settings(&req.generate, &req.probe);
     settings["attn_impl"] = format!("{:?}", rt.model.attn_impl).to_lowercase().into();
+    // the system prompt as given, so that the generation can be replayed (`rhlens direction`)
+    settings["system"] = req.system.into();
     if let (Some(m), serde_json::Value::Object(extra)) = (settings.as_object_mut(), &req.settings) {
         for (k, v) in extra {
             m.insert(k.clone(), v.clone());
@@ -138,7 +140,7 @@ fn setup(
         l.dedup();
         l
     };
-    let meta = trace_meta(rt, &prompt, &layers, req.probe.window, settings);
+    let meta = trace_meta(rt, &prompt, &layers, req.probe.window, settings, req.out);
     let lock = req.out.map(RunLock::acquire).transpose()?;
     let writer = match req.out {
         Some(dir) => Some(TraceWriter::create(dir, &meta, req.force)?),
@@ -167,6 +169,7 @@ pub fn recorded_settings(generate: &GenerateConfig, probe: &ProbeConfig) -> serd
         "min_new_tokens": generate.min_new_tokens,
         "tags": generate.tags,
         "length_control": generate.length,
+        "no_think": generate.no_think,
         "per_head": probe.per_head,
         "f32_probs": probe.f32_probs,
     })

@@ -180,19 +180,27 @@ impl Rendered {
     }
 }
 
-/// Labels for traces: the given ones, else the directory names (made unique).
-pub fn trace_labels(dirs: &[PathBuf], given: &[String]) -> Result<Vec<String>> {
-    if !given.is_empty() && given.len() != dirs.len() {
+/// Names of traces in titles, legends and directory names: `given` (one per trace), else the
+/// model names when the traces come from different models (base and reasoning side by side),
+/// else the trace directory names; repeats get `-2`, `-3`.
+pub fn trace_labels(traces: &[(PathBuf, Trace)], given: &[String]) -> Result<Vec<String>> {
+    if !given.is_empty() && given.len() != traces.len() {
         bail!(
             "{} labels given for {} traces; give one label per trace",
             given.len(),
-            dirs.len()
+            traces.len()
         );
     }
+    let models: BTreeSet<String> = traces
+        .iter()
+        .map(|(_, t)| traces::model_name(&t.meta.model))
+        .collect();
+    let by_model = models.len() > 1;
     let mut out: Vec<String> = Vec::new();
-    for (i, d) in dirs.iter().enumerate() {
+    for (i, (d, t)) in traces.iter().enumerate() {
         let base = match given.get(i) {
             Some(l) => l.clone(),
+            None if by_model => traces::model_name(&t.meta.model),
             None => d
                 .canonicalize()
                 .unwrap_or_else(|_| d.clone())

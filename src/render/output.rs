@@ -118,8 +118,13 @@ pub fn render_svg<F: Figure>(fig: &F, canvas: &Canvas) -> Result<String> {
 fn checked_size<F: Figure>(fig: &F, canvas: &Canvas) -> Result<(u32, u32)> {
     let (w, h) = canvas.pixel_size(fig.size());
     if w as u64 * h as u64 > MAX_PIXELS {
-        anyhow::bail!(
-            "a figure would be {w}x{h} pixels, more than {MAX_PIXELS}; lower --width, --height or --scale"
+        return crate::error::invalid(
+            "scale",
+            format!(
+                "{} makes a figure of {w}x{h} pixels, more than {MAX_PIXELS}; lower it, `width` \
+                 or `height`",
+                canvas.scale
+            ),
         );
     }
     Ok((w, h))

@@ -70,10 +70,7 @@ impl<'a> TraceView<'a> {
     /// Model and run description lines for subtitles.
     pub fn subtitles(&self) -> Vec<String> {
         let m = self.meta();
-        let name = Path::new(&m.model.path)
-            .file_name()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_else(|| m.model.path.clone());
+        let name = model_name(&m.model);
         let mut first = format!(
             "{name} · {} · {} on {}",
             m.model.model_type, m.model.dtype, m.model.device
@@ -244,6 +241,22 @@ pub fn layer_list(layers: &[usize]) -> String {
     }
 }
 
+/// The end of the note about a trace's image that cannot be found (the caller may say how to
+/// point at it).
+pub const IMAGE_NOT_FOUND: &str = "not found; maps are drawn without the photograph";
+
+/// How legends and subtitles name the model of a trace: its name, or for traces written before
+/// names were recorded, the last part of the checkpoint path.
+pub fn model_name(model: &crate::formats::trace::ModelInfo) -> String {
+    if !model.name.is_empty() {
+        return model.name.clone();
+    }
+    Path::new(&model.path)
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| model.path.clone())
+}
+
 fn load_photo(
     trace: &Trace,
     override_path: Option<&Path>,
@@ -254,7 +267,14 @@ fn load_photo(
         Some(p) => vec![p.to_path_buf()],
         None => {
             let p = PathBuf::from(&meta.image.path);
-            let mut c = vec![p.clone()];
+            // relative to the trace first: that works from any working directory
+            let mut c: Vec<PathBuf> = meta
+                .image
+                .relative_path
+                .iter()
+                .map(|r| trace.dir.join(r))
+                .collect();
+            c.push(p.clone());
             if p.is_relative() {
                 c.push(trace.dir.join(&p));
             }
@@ -266,7 +286,7 @@ fn load_photo(
     };
     let Some(path) = candidates.iter().find(|p| p.is_file()) else {
         notes.push(format!(
-            "{}: image {:?} not found; maps are drawn without the photograph (pass --image)",
+            "{}: image {:?} {IMAGE_NOT_FOUND}",
             trace.dir.display(),
             meta.image.path
         ));

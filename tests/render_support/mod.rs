@@ -97,6 +97,7 @@ pub fn meta(spec: &Spec) -> TraceMeta {
     settings.insert("seed".into(), serde_json::json!(7));
     TraceMeta {
         model: ModelInfo {
+            name: "demo-vl".into(),
             path: "checkpoints/demo-vl".into(),
             model_type: "qwen2_5_vl".into(),
             dtype: "f32".into(),
@@ -107,6 +108,7 @@ pub fn meta(spec: &Spec) -> TraceMeta {
         },
         image: ImageInfo {
             path: spec.image_path.clone(),
+            relative_path: None,
             width: spec.width,
             height: spec.height,
             resized_width: spec.resized_width,
