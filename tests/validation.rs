@@ -236,6 +236,8 @@ fn tiny_generate(extra: &[&str]) -> Vec<String> {
         .to_vec();
     args.extend(["--model".into(), model, "--image".into(), image]);
     args.extend(["--prompt".into(), "What is this?".into()]);
+    // said outright, so that the base-model guess adds no warning line
+    args.push("--think".into());
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
