@@ -193,3 +193,63 @@ fn layers_averages_the_prompt_only_allocation_and_skips_bad_records() {
         }
     }
 }
+
+/// `layers` and `dump` follow the overwrite rule of `trace`: an existing output is refused in one
+/// line naming `--force`, and replaced with it.
+#[test]
+fn layers_and_dump_refuse_an_existing_output_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q.jsonl");
+    std::fs::write(&q, "{\"image\": \"wide.png\", \"question\": \"What?\"}\n").unwrap();
+    let model = model_dir("tiny-flat");
+    let (model, q) = (model.to_str().unwrap(), q.to_str().unwrap());
+    let images = fixtures().join("images");
+    let image = image_path("wide");
+    let layers_out = dir.path().join("layers");
+    let dump_out = dir.path().join("prefill.safetensors");
+    let layers = [
+        "layers",
+        "--model",
+        model,
+        "--questions",
+        q,
+        "--images",
+        images.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        layers_out.to_str().unwrap(),
+    ];
+    let dump = [
+        "dump",
+        "--model",
+        model,
+        "--image",
+        image.to_str().unwrap(),
+        "--prompt",
+        "What?",
+        "--device",
+        "cpu",
+        "--out",
+        dump_out.to_str().unwrap(),
+    ];
+    for args in [&layers[..], &dump[..]] {
+        rh(args);
+        let again = Command::new(bin()).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&again.stderr);
+        assert_eq!(again.status.code(), Some(1), "{err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "{err}"
+        );
+        assert!(
+            err.contains("already exists") && err.contains("--force"),
+            "{err}"
+        );
+        let mut forced = args.to_vec();
+        forced.push("--force");
+        rh(&forced);
+    }
+}

@@ -44,12 +44,7 @@ pub fn run(args: DirectionArgs) -> Result<()> {
             args.long_min
         );
     }
-    if args.out.exists() && !args.force {
-        anyhow::bail!(
-            "{} already exists: choose another --out or pass --force to replace it",
-            args.out.display()
-        );
-    }
+    super::flags::refuse_existing(&args.out, args.force)?;
     let mut records = Vec::new();
     for path in &args.generations {
         records.extend(read_path(path)?);

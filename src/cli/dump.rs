@@ -22,12 +22,16 @@ pub struct DumpArgs {
     #[arg(long, value_delimiter = ',', value_name = "SITES")]
     pub capture: Vec<SitePattern>,
     /// Output safetensors file: input_ids, pixel_values, image_grid_thw, position_ids,
-    /// rope_deltas, logits, and the captured tensors
-    #[arg(long)]
+    /// rope_deltas, logits, and the captured tensors; an existing file is refused unless --force
+    #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Replace an existing output file
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(args: DumpArgs) -> Result<()> {
+    super::flags::refuse_existing(&args.out, args.force)?;
     let mut rt = args.model.load()?;
     if let Some(note) = rt.random_weights_note() {
         eprintln!("{note}");

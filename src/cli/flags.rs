@@ -53,6 +53,18 @@ pub fn flag(setting: &str) -> String {
     }
 }
 
+/// The one overwrite rule of commands whose output is not a resumable run: an existing `--out`
+/// is refused unless `--force` (sweep and eval resume instead; figures draws into a folder).
+pub fn refuse_existing(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    if out.exists() && !force {
+        anyhow::bail!(
+            "{} already exists: choose another --out or pass --force to replace it",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 /// A warning about a setting that did not take effect, in flag terms, on stderr.
 pub fn warn(setting: &crate::error::InvalidSetting) {
     eprintln!("warning: {}", setting.phrase(&flag));

@@ -41,9 +41,13 @@ pub struct LayersArgs {
     #[arg(long)]
     pub images: Option<PathBuf>,
     /// Output directory: allocation.csv (mean and std per layer), allocation_samples.csv (per
-    /// question), allocation.json, allocation.safetensors
-    #[arg(long)]
+    /// question), allocation.json, allocation.safetensors; an existing directory is refused unless
+    /// --force
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Replace the files of an existing output directory
+    #[arg(long)]
+    pub force: bool,
     /// Use at most N questions (the paper's analysis uses 50) [default: all]
     #[arg(long)]
     pub limit: Option<usize>,
@@ -80,6 +84,7 @@ pub fn run(args: LayersArgs) -> Result<()> {
     if args.out.exists() && !args.out.is_dir() {
         bail!("{} exists and is not a directory", args.out.display());
     }
+    super::flags::refuse_existing(&args.out, args.force)?;
     let style = args.style.prompt_style;
     let asked: Vec<String> = questions.iter().map(|q| style.apply(&q.question)).collect();
     let items: Vec<LayerQuestion<'_>> = questions

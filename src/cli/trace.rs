@@ -184,13 +184,7 @@ fn check_out(out: &Path, force: bool) -> Result<()> {
             out.display()
         );
     }
-    if out.exists() && !force {
-        bail!(
-            "{} already exists: choose another --out or pass --force to replace it",
-            out.display()
-        );
-    }
-    Ok(())
+    super::flags::refuse_existing(out, force)
 }
 
 /// A flag raised by SIGINT or SIGTERM (what Slurm sends at its time limit), so that the trace is
