@@ -436,123 +436,44 @@ fn parse(
         path: path.to_path_buf(),
         msg,
     };
-    let root_map = config
-        .as_object()
-        .ok_or_else(|| err("must be a JSON object".into()))?;
     let root = Obj {
-        map: root_map,
+        map: json_object(config).map_err(err)?,
         prefix: "",
     };
-
-    let model_type = root
-        .str_opt("model_type")
-        .map_err(err)?
-        .ok_or_else(|| err("missing field `model_type` (expected \"qwen2_5_vl\")".into()))?;
-    if !SUPPORTED_MODEL_TYPES.contains(&model_type) {
-        return Err(err(format!(
-            "unsupported model_type `{model_type}`; rhlens supports: {}",
-            SUPPORTED_MODEL_TYPES.join(", ")
-        )));
-    }
-
-    // Nested layout: text fields live in `text_config`; flat layout: at the top level.
-    let text_obj = match root.map_opt("text_config").map_err(err)? {
-        Some(map) => Obj {
-            map,
-            prefix: "text_config.",
-        },
-        None => root,
-    };
-    let nested = !std::ptr::eq(text_obj.map, root.map);
-
-    let text = parse_text(text_obj).map_err(err)?;
-
-    let vision_obj = match root.map_opt("vision_config").map_err(err)? {
-        Some(map) => Obj {
-            map,
-            prefix: "vision_config.",
-        },
-        None => return Err(err("missing field `vision_config`".into())),
-    };
-    let vision = parse_vision(vision_obj).map_err(err)?;
-    if vision.out_hidden_size != text.hidden_size {
-        return Err(err(format!(
-            "`vision_config.out_hidden_size` ({}) must equal the text hidden size ({}): image \
-             features are written into the text embeddings",
-            vision.out_hidden_size, text.hidden_size
-        )));
-    }
+    let model_type = supported_model_type(root).map_err(err)?;
+    let text_obj = text_section(root).map_err(err)?;
+    let mut text = parse_text(text_obj).map_err(err)?;
+    let vision = vision_section(root, &text).map_err(err)?;
 
     // Token ids: top level first (where transformers keeps them), then text_config, then the
     // class defaults.
-    let token_id = |key: &str, default: i64| -> FieldResult<i64> {
-        if let Some(v) = root.i64_opt(key)? {
-            return Ok(v);
+    let token_id = |key: &str, default: i64| -> Result<i64> {
+        match root.i64_opt(key).map_err(err)? {
+            Some(v) => Ok(v),
+            None => Ok(text_obj.i64_opt(key).map_err(err)?.unwrap_or(default)),
         }
-        Ok(text_obj.i64_opt(key)?.unwrap_or(default))
     };
-    let image_token_id = token_id("image_token_id", 151655).map_err(err)?;
-    let video_token_id = token_id("video_token_id", 151656).map_err(err)?;
-    let vision_start_token_id = token_id("vision_start_token_id", 151652).map_err(err)?;
-    let vision_end_token_id = token_id("vision_end_token_id", 151653).map_err(err)?;
+    let image_token_id = token_id("image_token_id", 151655)?;
+    let video_token_id = token_id("video_token_id", 151656)?;
+    let vision_start_token_id = token_id("vision_start_token_id", 151652)?;
+    let vision_end_token_id = token_id("vision_end_token_id", 151653)?;
 
-    let config_eos = match root
-        .get("eos_token_id")
-        .or_else(|| text_obj.get("eos_token_id"))
-    {
-        Some(v) => id_list(v, "eos_token_id").map_err(err)?,
-        None => vec![151645],
-    };
-    let config_pad = match root.i64_opt("pad_token_id").map_err(err)? {
-        Some(p) => Some(p),
-        None => text_obj.i64_opt("pad_token_id").map_err(err)?,
-    };
-
-    let (mut eos_token_ids, mut pad_token_id) = (config_eos, config_pad);
+    let (mut eos_token_ids, mut pad_token_id) = config_stop_tokens(root, text_obj).map_err(err)?;
     if let Some(gen) = generation {
         let gen_err = |msg: String| CheckpointError::Config {
             path: gen_path.to_path_buf(),
             msg,
         };
-        let gen_map = gen
-            .as_object()
-            .ok_or_else(|| gen_err("must be a JSON object".into()))?;
-        let gen_obj = Obj {
-            map: gen_map,
-            prefix: "",
-        };
-        if let Some(v) = gen_obj.get("eos_token_id") {
-            eos_token_ids = id_list(v, "eos_token_id").map_err(gen_err)?;
-        }
-        if let Some(p) = gen_obj.i64_opt("pad_token_id").map_err(gen_err)? {
-            pad_token_id = Some(p);
-        }
+        apply_generation_stop_tokens(gen, &mut eos_token_ids, &mut pad_token_id)
+            .map_err(gen_err)?;
     }
 
     let random_weights = root
         .bool_opt("rhlens_random_weights")
         .map_err(err)?
         .unwrap_or(false);
-    let torch_dtype = [root, text_obj]
-        .iter()
-        .flat_map(|o| ["torch_dtype", "dtype"].map(|k| o.str_opt(k)))
-        .collect::<FieldResult<Vec<_>>>()
-        .map_err(err)?
-        .into_iter()
-        .flatten()
-        .next()
-        .map(str::to_string);
-
-    // transformers keeps `tie_word_embeddings` on the outer config (default false); pre-v5
-    // nested saves put it in text_config, and a true there wins.
-    let mut text = text;
-    let root_tie = root.bool_opt("tie_word_embeddings").map_err(err)?;
-    let text_tie = if nested {
-        text_obj.bool_opt("tie_word_embeddings").map_err(err)?
-    } else {
-        None
-    };
-    text.tie_word_embeddings = root_tie.unwrap_or(false) || text_tie.unwrap_or(false);
+    let torch_dtype = saved_dtype(root, text_obj).map_err(err)?;
+    text.tie_word_embeddings = tie_word_embeddings(root, text_obj).map_err(err)?;
 
     Ok(ModelConfig {
         model_type: model_type.to_string(),
@@ -569,7 +490,161 @@ fn parse(
     })
 }
 
+fn json_object(value: &Value) -> FieldResult<&Map<String, Value>> {
+    value
+        .as_object()
+        .ok_or_else(|| "must be a JSON object".to_string())
+}
+
+/// `model_type`, refused unless it is one this loader reads.
+fn supported_model_type<'a>(root: Obj<'a>) -> FieldResult<&'a str> {
+    let model_type = root
+        .str_opt("model_type")?
+        .ok_or_else(|| "missing field `model_type` (expected \"qwen2_5_vl\")".to_string())?;
+    if !SUPPORTED_MODEL_TYPES.contains(&model_type) {
+        return Err(format!(
+            "unsupported model_type `{model_type}`; rhlens supports: {}",
+            SUPPORTED_MODEL_TYPES.join(", ")
+        ));
+    }
+    Ok(model_type)
+}
+
+/// Where the text fields live: `text_config` in the nested layout, the top level in the flat one.
+fn text_section<'a>(root: Obj<'a>) -> FieldResult<Obj<'a>> {
+    Ok(match root.map_opt("text_config")? {
+        Some(map) => Obj {
+            map,
+            prefix: "text_config.",
+        },
+        None => root,
+    })
+}
+
+/// Whether `text` is a `text_config` object rather than the top level itself.
+fn is_nested(root: Obj<'_>, text: Obj<'_>) -> bool {
+    !std::ptr::eq(text.map, root.map)
+}
+
+/// The required `vision_config`, whose output must fit the text model it feeds.
+fn vision_section(root: Obj<'_>, text: &TextConfig) -> FieldResult<VisionConfig> {
+    let vision_obj = match root.map_opt("vision_config")? {
+        Some(map) => Obj {
+            map,
+            prefix: "vision_config.",
+        },
+        None => return Err("missing field `vision_config`".into()),
+    };
+    let vision = parse_vision(vision_obj)?;
+    if vision.out_hidden_size != text.hidden_size {
+        return Err(format!(
+            "`vision_config.out_hidden_size` ({}) must equal the text hidden size ({}): image \
+             features are written into the text embeddings",
+            vision.out_hidden_size, text.hidden_size
+        ));
+    }
+    Ok(vision)
+}
+
+/// config.json's `eos_token_id` and `pad_token_id`, top level first, then text_config.
+fn config_stop_tokens(root: Obj<'_>, text: Obj<'_>) -> FieldResult<(Vec<i64>, Option<i64>)> {
+    let eos = match root
+        .get("eos_token_id")
+        .or_else(|| text.get("eos_token_id"))
+    {
+        Some(v) => id_list(v, "eos_token_id")?,
+        None => vec![151645],
+    };
+    let pad = match root.i64_opt("pad_token_id")? {
+        Some(p) => Some(p),
+        None => text.i64_opt("pad_token_id")?,
+    };
+    Ok((eos, pad))
+}
+
+/// generation_config.json's `eos_token_id` / `pad_token_id` replace config.json's: it is the
+/// file generation reads its stop tokens from.
+fn apply_generation_stop_tokens(
+    generation: &Value,
+    eos_token_ids: &mut Vec<i64>,
+    pad_token_id: &mut Option<i64>,
+) -> FieldResult<()> {
+    let gen = Obj {
+        map: json_object(generation)?,
+        prefix: "",
+    };
+    if let Some(v) = gen.get("eos_token_id") {
+        *eos_token_ids = id_list(v, "eos_token_id")?;
+    }
+    if let Some(p) = gen.i64_opt("pad_token_id")? {
+        *pad_token_id = Some(p);
+    }
+    Ok(())
+}
+
+/// The dtype the weights were saved in: `torch_dtype` or (transformers 5) `dtype`, top level
+/// first.
+fn saved_dtype(root: Obj<'_>, text: Obj<'_>) -> FieldResult<Option<String>> {
+    Ok([root, text]
+        .iter()
+        .flat_map(|o| ["torch_dtype", "dtype"].map(|k| o.str_opt(k)))
+        .collect::<FieldResult<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .next()
+        .map(str::to_string))
+}
+
+/// transformers keeps `tie_word_embeddings` on the outer config (default false); pre-v5
+/// nested saves put it in text_config, and a true there wins.
+fn tie_word_embeddings(root: Obj<'_>, text: Obj<'_>) -> FieldResult<bool> {
+    let root_tie = root.bool_opt("tie_word_embeddings")?;
+    let text_tie = if is_nested(root, text) {
+        text.bool_opt("tie_word_embeddings")?
+    } else {
+        None
+    };
+    Ok(root_tie.unwrap_or(false) || text_tie.unwrap_or(false))
+}
+
 fn parse_text(t: Obj<'_>) -> FieldResult<TextConfig> {
+    let sizes = text_sizes(t)?;
+    let (rope_theta, mrope_section) = rope(t, sizes.head_dim)?;
+    let rms_norm_eps = t.f64_opt("rms_norm_eps")?.unwrap_or(1e-5);
+    let max_position_embeddings = t.usize_or("max_position_embeddings", 32768)?;
+    let hidden_act = activation(t)?;
+    check_no_sliding_window(t, sizes.num_hidden_layers)?;
+
+    Ok(TextConfig {
+        hidden_size: sizes.hidden_size,
+        num_hidden_layers: sizes.num_hidden_layers,
+        num_attention_heads: sizes.num_attention_heads,
+        num_key_value_heads: sizes.num_key_value_heads,
+        head_dim: sizes.head_dim,
+        intermediate_size: sizes.intermediate_size,
+        vocab_size: sizes.vocab_size,
+        rms_norm_eps,
+        rope_theta,
+        mrope_section,
+        tie_word_embeddings: false, // set by the caller, which sees both layouts
+        max_position_embeddings,
+        hidden_act,
+    })
+}
+
+/// The sizes that fix the shapes of the text model's weights.
+struct TextSizes {
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: usize,
+    head_dim: usize,
+    intermediate_size: usize,
+    vocab_size: usize,
+}
+
+/// Read the text sizes and check that the attention heads split `hidden_size` evenly.
+fn text_sizes(t: Obj<'_>) -> FieldResult<TextSizes> {
     let hidden_size = t.usize_req("hidden_size")?;
     let num_hidden_layers = t.usize_req("num_hidden_layers")?;
     let num_attention_heads = t.usize_req("num_attention_heads")?;
@@ -616,7 +691,20 @@ fn parse_text(t: Obj<'_>) -> FieldResult<TextConfig> {
             t.name("head_dim")
         ));
     }
+    Ok(TextSizes {
+        hidden_size,
+        num_hidden_layers,
+        num_attention_heads,
+        num_key_value_heads,
+        head_dim,
+        intermediate_size,
+        vocab_size,
+    })
+}
 
+/// `rope_theta` and `mrope_section`, from `rope_scaling` / `rope_parameters` (either layout) or
+/// the defaults, checked against `head_dim`.
+fn rope(t: Obj<'_>, head_dim: usize) -> FieldResult<(f64, Vec<usize>)> {
     // transformers gives `rope_scaling` precedence over `rope_parameters`.
     let (rope_key, rope_map) = match t.map_opt("rope_scaling")? {
         Some(m) => ("rope_scaling", Some(m)),
@@ -631,18 +719,7 @@ fn parse_text(t: Obj<'_>) -> FieldResult<TextConfig> {
             map,
             prefix: &rope_prefix,
         };
-        let kind = match r.str_opt("rope_type")? {
-            Some(k) => Some(k),
-            None => r.str_opt("type")?,
-        };
-        if let Some(kind) = kind {
-            if kind != "mrope" && kind != "default" {
-                return Err(format!(
-                    "`{rope_name}` has rope type `{kind}`; rhlens supports only Qwen2.5-VL's \
-                     M-RoPE (`mrope` / `default`)"
-                ));
-            }
-        }
+        check_rope_type(r, &rope_name)?;
         if let Some(theta) = r.f64_opt("rope_theta")? {
             rope_theta = Some(theta);
         }
@@ -667,43 +744,44 @@ fn parse_text(t: Obj<'_>) -> FieldResult<TextConfig> {
             head_dim / 2
         ));
     }
+    Ok((rope_theta, mrope_section))
+}
 
-    let rms_norm_eps = t.f64_opt("rms_norm_eps")?.unwrap_or(1e-5);
-    let max_position_embeddings = t.usize_or("max_position_embeddings", 32768)?;
-    let hidden_act = activation(t)?;
-
-    // Sliding-window layers are not implemented; published Qwen2.5-VL configs disable them.
-    if t.bool_opt("use_sliding_window")?.unwrap_or(false) {
-        let sliding = match t.get("layer_types") {
-            Some(Value::Array(types)) => types
-                .iter()
-                .any(|x| x.as_str() == Some("sliding_attention")),
-            _ => t.usize_or("max_window_layers", 80)? < num_hidden_layers,
-        };
-        if sliding {
-            return Err(format!(
-                "`{}` is true and some layers would use sliding-window attention, which rhlens \
-                 does not implement",
-                t.name("use_sliding_window")
-            ));
-        }
+/// Refuse rope types other than M-RoPE (`rope_type`, or the older `type`): any other scaling
+/// would place positions differently from the weights' training.
+fn check_rope_type(rope: Obj<'_>, rope_name: &str) -> FieldResult<()> {
+    let kind = match rope.str_opt("rope_type")? {
+        Some(k) => Some(k),
+        None => rope.str_opt("type")?,
+    };
+    match kind {
+        Some(kind) if kind != "mrope" && kind != "default" => Err(format!(
+            "`{rope_name}` has rope type `{kind}`; rhlens supports only Qwen2.5-VL's M-RoPE \
+             (`mrope` / `default`)"
+        )),
+        _ => Ok(()),
     }
+}
 
-    Ok(TextConfig {
-        hidden_size,
-        num_hidden_layers,
-        num_attention_heads,
-        num_key_value_heads,
-        head_dim,
-        intermediate_size,
-        vocab_size,
-        rms_norm_eps,
-        rope_theta,
-        mrope_section,
-        tie_word_embeddings: false, // set by the caller, which sees both layouts
-        max_position_embeddings,
-        hidden_act,
-    })
+/// Sliding-window layers are not implemented; published Qwen2.5-VL configs disable them.
+fn check_no_sliding_window(t: Obj<'_>, num_hidden_layers: usize) -> FieldResult<()> {
+    if !t.bool_opt("use_sliding_window")?.unwrap_or(false) {
+        return Ok(());
+    }
+    let sliding = match t.get("layer_types") {
+        Some(Value::Array(types)) => types
+            .iter()
+            .any(|x| x.as_str() == Some("sliding_attention")),
+        _ => t.usize_or("max_window_layers", 80)? < num_hidden_layers,
+    };
+    if sliding {
+        return Err(format!(
+            "`{}` is true and some layers would use sliding-window attention, which rhlens \
+             does not implement",
+            t.name("use_sliding_window")
+        ));
+    }
+    Ok(())
 }
 
 fn parse_vision(v: Obj<'_>) -> FieldResult<VisionConfig> {

@@ -7,9 +7,10 @@
 //! `$HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
 //! `~/.cache/huggingface/hub`. With `HF_HUB_OFFLINE` set (1/true/yes/on) nothing is downloaded.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::ApiBuilder;
+use hf_hub::api::sync::{Api, ApiBuilder, ApiRepo};
 use hf_hub::{Cache, Repo, RepoType};
 
 use super::error::{one_line, CheckpointError, Result};
@@ -279,15 +280,66 @@ fn hub_error(id: &HubId, what: &str, e: impl std::fmt::Display) -> CheckpointErr
 
 /// Download the files of a checkpoint into the cache and return its snapshot directory.
 fn download(id: &HubId, cache_dir: &Path, opts: &HubOptions) -> Result<PathBuf> {
+    let api = connect(id, cache_dir, opts)?;
+    let listing = list_remote_files(&api, id)?;
+    // Download against the resolved commit so that every file lands in one snapshot even if
+    // the branch moves meanwhile.
+    let refs = id.cache_folder(cache_dir).join("refs");
+    let sha_ref = refs.join(&listing.sha);
+    let had_sha_ref = sha_ref.exists();
+    let fetcher = SnapshotFetcher {
+        id,
+        repo: api.repo(Repo::with_revision(
+            id.repo.clone(),
+            RepoType::Model,
+            listing.sha.clone(),
+        )),
+        snapshot: id
+            .cache_folder(cache_dir)
+            .join("snapshots")
+            .join(&listing.sha),
+    };
+    for file in checkpoint_files(&listing) {
+        fetcher.fetch(&file)?;
+    }
+    fetch_weights(&fetcher, &listing)?;
+
+    point_revision_at_commit(id, &refs, &listing.sha)?;
+    // Downloading by hash leaves a ref named after the commit itself; huggingface_hub has none.
+    if !had_sha_ref {
+        let _ = std::fs::remove_file(&sha_ref);
+    }
+    verify_snapshot(id, fetcher.snapshot)
+}
+
+/// A Hub client writing into the cache at `cache_dir`.
+fn connect(id: &HubId, cache_dir: &Path, opts: &HubOptions) -> Result<Api> {
     let mut builder = ApiBuilder::from_cache(Cache::new(cache_dir.to_path_buf()))
         .with_endpoint(opts.endpoint.trim_end_matches('/').to_string())
         .with_progress(opts.progress);
     if opts.token.is_some() {
         builder = builder.with_token(opts.token.clone());
     }
-    let api = builder
+    builder
         .build()
-        .map_err(|e| hub_error(id, "set up a connection", e))?;
+        .map_err(|e| hub_error(id, "set up a connection", e))
+}
+
+/// What the Hub holds for a revision: the commit it resolves to and the files at that commit.
+struct RemoteListing {
+    sha: String,
+    files: HashSet<String>,
+}
+
+impl RemoteListing {
+    fn has(&self, file: &str) -> bool {
+        self.files.contains(file)
+    }
+}
+
+/// Resolve `id`'s revision to a commit and list its files, refusing a repository that lacks
+/// the files every checkpoint needs before anything is downloaded.
+fn list_remote_files(api: &Api, id: &HubId) -> Result<RemoteListing> {
     let info = api
         .repo(Repo::with_revision(
             id.repo.clone(),
@@ -297,6 +349,7 @@ fn download(id: &HubId, cache_dir: &Path, opts: &HubOptions) -> Result<PathBuf> 
         .info()
         .map_err(|e| hub_error(id, "fetch the file list", e))?;
     let sha = info.sha.trim().to_string();
+    // The hash becomes a directory name inside the cache.
     if sha.is_empty() || sha.contains(['/', '\\', '.']) {
         return Err(hub_error(
             id,
@@ -304,92 +357,99 @@ fn download(id: &HubId, cache_dir: &Path, opts: &HubOptions) -> Result<PathBuf> 
             "the Hub returned no commit hash",
         ));
     }
-    let available: std::collections::HashSet<&str> =
-        info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
-    for f in REQUIRED_FILES {
-        if !available.contains(f) {
-            return Err(CheckpointError::Hub(format!(
-                "`{}` has no {f} on the Hugging Face Hub; it is not a checkpoint rhlens can load",
-                id.repo
-            )));
-        }
-    }
-
-    // Download against the resolved commit so that every file lands in one snapshot even if
-    // the branch moves meanwhile.
-    let snapshot = id.cache_folder(cache_dir).join("snapshots").join(&sha);
-    let sha_ref = id.cache_folder(cache_dir).join("refs").join(&sha);
-    let had_sha_ref = sha_ref.exists();
-    let repo = api.repo(Repo::with_revision(
-        id.repo.clone(),
-        RepoType::Model,
-        sha.clone(),
-    ));
-    let fetch = |file: &str| -> Result<()> {
-        if snapshot.join(file).is_file() {
-            return Ok(());
-        }
-        repo.download(file)
-            .map(|_| ())
-            .map_err(|e| hub_error(id, &format!("download {file}"), e))
-    };
-
-    let mut files: Vec<String> = REQUIRED_FILES.iter().map(|s| s.to_string()).collect();
-    files.extend(
-        OPTIONAL_FILES
-            .iter()
-            .filter(|f| available.contains(*f))
-            .map(|s| s.to_string()),
-    );
-    for f in &files {
-        fetch(f)?;
-    }
-    if available.contains(SINGLE_FILE) {
-        fetch(SINGLE_FILE)?;
-    } else if available.contains(INDEX_FILE) {
-        fetch(INDEX_FILE)?;
-        let shards = shard_names(&snapshot.join(INDEX_FILE)).ok_or_else(|| {
-            CheckpointError::Hub(format!(
-                "the {INDEX_FILE} downloaded for `{}` has no readable weight_map",
-                id.repo
-            ))
-        })?;
-        for s in &shards {
-            if s.contains(['/', '\\']) {
-                return Err(CheckpointError::Hub(format!(
-                    "{INDEX_FILE} of `{}` names shard `{s}` outside the repository root",
-                    id.repo
-                )));
-            }
-            fetch(s)?;
-        }
-    } else {
+    let files = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    let listing = RemoteListing { sha, files };
+    if let Some(f) = REQUIRED_FILES.iter().find(|f| !listing.has(f)) {
         return Err(CheckpointError::Hub(format!(
-            "`{}` has no safetensors weights ({SINGLE_FILE} or {INDEX_FILE}) on the Hugging Face \
-             Hub",
+            "`{}` has no {f} on the Hugging Face Hub; it is not a checkpoint rhlens can load",
             id.repo
         )));
     }
+    Ok(listing)
+}
 
-    // Point the requested revision at the commit, as huggingface_hub does, and drop the ref
-    // named after the commit itself that downloading by hash leaves behind.
-    if id.revision() != sha {
-        let rev_ref = id.cache_folder(cache_dir).join("refs").join(id.revision());
-        if let Some(parent) = rev_ref.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| CheckpointError::Io {
-                path: parent.to_path_buf(),
-                source: e,
-            })?;
+/// The configuration and tokenizer files to fetch: the required ones and the optional ones the
+/// repository has.
+fn checkpoint_files(listing: &RemoteListing) -> Vec<String> {
+    let optional = OPTIONAL_FILES.iter().filter(|f| listing.has(f));
+    REQUIRED_FILES
+        .iter()
+        .chain(optional)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Downloads files of one commit into its snapshot directory.
+struct SnapshotFetcher<'a> {
+    id: &'a HubId,
+    repo: ApiRepo,
+    snapshot: PathBuf,
+}
+
+impl SnapshotFetcher<'_> {
+    /// Fetch `file` unless an earlier (possibly interrupted) download already brought it.
+    fn fetch(&self, file: &str) -> Result<()> {
+        if self.snapshot.join(file).is_file() {
+            return Ok(());
         }
-        std::fs::write(&rev_ref, &sha).map_err(|e| CheckpointError::Io {
-            path: rev_ref.clone(),
+        self.repo
+            .download(file)
+            .map(|_| ())
+            .map_err(|e| hub_error(self.id, &format!("download {file}"), e))
+    }
+}
+
+/// Fetch the safetensors weights: the single file, or the index and every shard it names.
+fn fetch_weights(fetcher: &SnapshotFetcher<'_>, listing: &RemoteListing) -> Result<()> {
+    let repo = &fetcher.id.repo;
+    if listing.has(SINGLE_FILE) {
+        return fetcher.fetch(SINGLE_FILE);
+    }
+    if !listing.has(INDEX_FILE) {
+        return Err(CheckpointError::Hub(format!(
+            "`{repo}` has no safetensors weights ({SINGLE_FILE} or {INDEX_FILE}) on the Hugging \
+             Face Hub"
+        )));
+    }
+    fetcher.fetch(INDEX_FILE)?;
+    let shards = shard_names(&fetcher.snapshot.join(INDEX_FILE)).ok_or_else(|| {
+        CheckpointError::Hub(format!(
+            "the {INDEX_FILE} downloaded for `{repo}` has no readable weight_map"
+        ))
+    })?;
+    for s in &shards {
+        // A shard path with separators would be written outside the snapshot.
+        if s.contains(['/', '\\']) {
+            return Err(CheckpointError::Hub(format!(
+                "{INDEX_FILE} of `{repo}` names shard `{s}` outside the repository root"
+            )));
+        }
+        fetcher.fetch(s)?;
+    }
+    Ok(())
+}
+
+/// Point the requested revision's ref at `sha`, as huggingface_hub does, so later lookups of
+/// the same revision find the snapshot without the network.
+fn point_revision_at_commit(id: &HubId, refs: &Path, sha: &str) -> Result<()> {
+    if id.revision() == sha {
+        return Ok(());
+    }
+    let rev_ref = refs.join(id.revision());
+    if let Some(parent) = rev_ref.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| CheckpointError::Io {
+            path: parent.to_path_buf(),
             source: e,
         })?;
     }
-    if !had_sha_ref {
-        let _ = std::fs::remove_file(&sha_ref);
-    }
+    std::fs::write(&rev_ref, sha).map_err(|e| CheckpointError::Io {
+        path: rev_ref.clone(),
+        source: e,
+    })
+}
 
+/// The snapshot, once it holds every file a checkpoint needs.
+fn verify_snapshot(id: &HubId, snapshot: PathBuf) -> Result<PathBuf> {
     let missing = missing_files(&snapshot);
     if !missing.is_empty() {
         return Err(CheckpointError::Hub(format!(
