@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -14,16 +14,6 @@ use rhlens::preprocess::{
 };
 use safetensors::SafeTensors;
 use serde_json::Value;
-
-fn python() -> PathBuf {
-    let python = root().join(".venv").join("bin").join("python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh (it installs the reference stack)",
-        python.display()
-    );
-    python
-}
 
 fn run_python(args: &[&std::ffi::OsStr]) {
     let out = Command::new(python()).args(args).output().unwrap();

@@ -9,6 +9,17 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The interpreter of the pinned reference stack in `.venv` (scripts/setup.sh installs it).
+pub fn python() -> PathBuf {
+    let python = root().join(".venv").join("bin").join("python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh (it installs the reference stack)",
+        python.display()
+    );
+    python
+}
+
 pub fn fixtures() -> PathBuf {
     root().join("tests").join("fixtures")
 }
