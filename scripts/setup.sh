@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.11.0
 TRANSFORMERS_VERSION=5.17.0
+# the image decoders and the resize are exact against this Pillow (its libjpeg-turbo and libwebp)
+PILLOW_VERSION=13.0.0
 
 need_apt=()
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
@@ -27,15 +29,16 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python - "$TORCH_VERSION" "$TRANSFORMERS_VERSION" <<'PY' >/dev/null 2>&1
+if ! .venv/bin/python - "$TORCH_VERSION" "$TRANSFORMERS_VERSION" "$PILLOW_VERSION" <<'PY' >/dev/null 2>&1
 import sys, torch, transformers, PIL, safetensors, numpy, scipy
 assert torch.__version__.split("+")[0] == sys.argv[1], torch.__version__
 assert transformers.__version__ == sys.argv[2], transformers.__version__
+assert PIL.__version__ == sys.argv[3], PIL.__version__
 PY
 then
   echo "setup: installing torch==$TORCH_VERSION and the reference stack into .venv (a few GB, about a minute)"
   .venv/bin/pip install --quiet --disable-pip-version-check \
-    "torch==$TORCH_VERSION" "transformers==$TRANSFORMERS_VERSION" pillow safetensors numpy scipy
+    "torch==$TORCH_VERSION" "transformers==$TRANSFORMERS_VERSION" "pillow==$PILLOW_VERSION" safetensors numpy scipy
 fi
 
 export LIBTORCH_USE_PYTORCH=1
