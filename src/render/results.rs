@@ -540,6 +540,24 @@ pub fn accuracy_vs_length_figure(groups: &[MetricsGroup], axis: LengthAxis) -> C
 type ModelPoints = (String, usize, Vec<(f64, f64)>);
 
 /// Reasoning against perception accuracy, one labelled point per model (mean over its rows).
+/// The smallest span of an accuracy axis in the scatter of models.
+const MIN_ACCURACY_SPAN: f64 = 0.1;
+
+/// An accuracy axis range (around data from `lo_data` to `hi_data`) grown to at least
+/// [`MIN_ACCURACY_SPAN`]: accuracies are proportions, and a narrower axis blows rounding noise (or a
+/// single point) up into thousandths. A grown window stays inside [0, 1] but for a sliver of room
+/// for the markers, so that no axis shows negative accuracies.
+fn widened((lo_data, hi_data): (f64, f64), (lo, hi): (f64, f64)) -> (f64, f64) {
+    const EDGE: f64 = 0.01;
+    let pad = ((MIN_ACCURACY_SPAN - (hi - lo)) / 2.0).max(0.0);
+    let (lo, hi) = (lo - pad, hi + pad);
+    if pad == 0.0 || lo_data < 0.0 || hi_data > 1.0 {
+        return (lo, hi);
+    }
+    let shift = (-EDGE - lo).max(0.0) - (hi - 1.0 - EDGE).max(0.0);
+    (lo + shift, hi + shift)
+}
+
 pub fn reasoning_vs_perception_figure(groups: &[MetricsGroup]) -> ChartFigure {
     let mut models: Vec<ModelPoints> = Vec::new();
     for g in groups {
@@ -594,8 +612,8 @@ pub fn reasoning_vs_perception_figure(groups: &[MetricsGroup]) -> ChartFigure {
         let (y0, y1) = min_max(ys.into_iter());
         let dx = (x1 - x0).max(0.02);
         let dy = (y1 - y0).max(0.02);
-        panel.x_range = Some((x0 - 0.1 * dx, x1 + 0.45 * dx));
-        panel.y_range = Some((y0 - 0.12 * dy, y1 + 0.18 * dy));
+        panel.x_range = Some(widened((x0, x1), (x0 - 0.1 * dx, x1 + 0.45 * dx)));
+        panel.y_range = Some(widened((y0, y1), (y0 - 0.12 * dy, y1 + 0.18 * dy)));
     }
     let mut subtitles = vec!["label: model (RH-AUC where defined)".to_string()];
     if averaged {
@@ -610,5 +628,25 @@ pub fn reasoning_vs_perception_figure(groups: &[MetricsGroup]) -> ChartFigure {
         cols: Some(1),
         panel_size: (720.0, 520.0),
         extra_legend: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_at_zero_accuracy_gets_readable_axes() {
+        let csv = "model,setting,setting_value,reasoning,perception\nm,budget=0,0,0,0\n";
+        let groups = group_metrics(&parse_metrics_csv(csv).unwrap());
+        let fig = reasoning_vs_perception_figure(&groups);
+        let span = |r: Option<(f64, f64)>| r.map(|(a, b)| b - a).unwrap();
+        for range in [fig.panels[0].x_range, fig.panels[0].y_range] {
+            assert!(span(range) >= MIN_ACCURACY_SPAN, "{range:?}");
+            assert!(
+                range.unwrap().0 > -0.011,
+                "no negative accuracies: {range:?}"
+            );
+        }
     }
 }
