@@ -522,13 +522,17 @@ pub fn accuracy_vs_length_figure(groups: &[MetricsGroup], axis: LengthAxis) -> C
                 task.to_lowercase()
             ));
         }
+        panel.y_range = accuracy_axis(&panel);
         panels.push(panel);
     }
     ChartFigure {
         title: "Accuracy vs reasoning length".into(),
-        subtitles: vec![
-            "reasoning tasks rise then fall; perception degrades as the chain grows".into(),
-        ],
+        // what is drawn, never what it should show: the data decides that
+        subtitles: vec![if use_tokens {
+            "one point per setting at its mean thinking tokens; one line per model sweep".into()
+        } else {
+            "one point per setting at its setting value; one line per model sweep".into()
+        }],
         panels,
         cols: Some(2),
         panel_size: (520.0, 400.0),
@@ -539,7 +543,6 @@ pub fn accuracy_vs_length_figure(groups: &[MetricsGroup], axis: LengthAxis) -> C
 /// A model's name, colour index and (reasoning, perception) points.
 type ModelPoints = (String, usize, Vec<(f64, f64)>);
 
-/// Reasoning against perception accuracy, one labelled point per model (mean over its rows).
 /// The smallest span of an accuracy axis in the scatter of models.
 const MIN_ACCURACY_SPAN: f64 = 0.1;
 
@@ -558,6 +561,21 @@ fn widened((lo_data, hi_data): (f64, f64), (lo, hi): (f64, f64)) -> (f64, f64) {
     (lo + shift, hi + shift)
 }
 
+/// The y range of a panel of accuracies: the data's, padded a little and [`widened`].
+fn accuracy_axis(panel: &ChartPanel) -> Option<(f64, f64)> {
+    let ys = panel
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1));
+    let (y0, y1) = min_max(ys);
+    if !(y0.is_finite() && y1.is_finite()) {
+        return None;
+    }
+    let pad = 0.08 * (y1 - y0).max(0.02);
+    Some(widened((y0, y1), (y0 - pad, y1 + pad)))
+}
+
+/// Reasoning against perception accuracy, one labelled point per model (mean over its rows).
 pub fn reasoning_vs_perception_figure(groups: &[MetricsGroup]) -> ChartFigure {
     let mut models: Vec<ModelPoints> = Vec::new();
     for g in groups {
@@ -634,6 +652,23 @@ pub fn reasoning_vs_perception_figure(groups: &[MetricsGroup]) -> ChartFigure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A figure says what it draws, never a conclusion the data may contradict.
+    #[test]
+    fn accuracy_vs_length_states_no_conclusion() {
+        let csv = "model,setting,setting_value,reasoning,perception,mean_think_tokens\n\
+                   m,budget=0,0,0.5,0.5,3\nm,budget=8,8,0.9,0.9,8\n";
+        let groups = group_metrics(&parse_metrics_csv(csv).unwrap());
+        let fig = accuracy_vs_length_figure(&groups, LengthAxis::Auto);
+        let said = fig.subtitles.join(" ");
+        assert!(said.contains("mean thinking tokens"), "{said}");
+        for claim in ["rise", "fall", "degrade"] {
+            assert!(!said.contains(claim), "{said}");
+        }
+        // the axis follows the data (0.5 to 0.9) and never reaches below 0
+        let (lo, hi) = fig.panels[0].y_range.unwrap();
+        assert!(lo > 0.4 && lo < 0.5 && hi > 0.9 && hi < 1.0, "{lo} {hi}");
+    }
 
     #[test]
     fn a_model_at_zero_accuracy_gets_readable_axes() {
