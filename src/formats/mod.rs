@@ -4,6 +4,7 @@
 pub mod diff;
 pub mod roles;
 pub mod shares;
+pub mod spatial;
 pub mod sweep;
 pub mod trace;
 
