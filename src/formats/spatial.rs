@@ -199,9 +199,9 @@ mod tests {
         };
         assert!(close(
             box_mass(&map, 2, 2, 100, 50, &whole_left).unwrap(),
-            0.7
+            0.75
         ));
-        // Half of the top-left cell (x 0–25, y 0–25): 0.4 × 0.5.
+        // Half of the top-left cell (x 0–25, y 0–25): 0.5 × 0.5.
         let half = PixelBox {
             x0: 0.0,
             y0: 0.0,
@@ -216,7 +216,10 @@ mod tests {
             x1: 500.0,
             y1: 500.0,
         };
-        assert!(close(box_mass(&map, 2, 2, 100, 50, &beyond).unwrap(), 0.125));
+        assert!(close(
+            box_mass(&map, 2, 2, 100, 50, &beyond).unwrap(),
+            0.125
+        ));
         assert!(close(beyond.area_share(100, 50), 0.25));
     }
 
