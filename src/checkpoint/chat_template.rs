@@ -150,6 +150,30 @@ impl ChatTemplate {
         self.render_values(messages.0, add_generation_prompt)
     }
 
+    /// What the template appends for the assistant turn (`add_generation_prompt`) after a
+    /// one-image user turn asking `prompt`: `<|im_start|>assistant\n`, plus `<think>\n` for a
+    /// template that opens thinking itself (Qwen3-VL Thinking, MiMo-VL).
+    pub fn generation_prompt(&self, prompt: &str) -> Result<String> {
+        let without = self.render_turn(None, prompt, false)?;
+        let with = self.render_turn(None, prompt, true)?;
+        Ok(with
+            .strip_prefix(without.as_str())
+            .unwrap_or(with.as_str())
+            .to_string())
+    }
+
+    /// Whether the generation prompt leaves a thinking block open (`open` after the last
+    /// `close`): the model's first tokens are then thinking, and adding the open tag again would
+    /// nest it. A switch like `/no_think` that closes an empty block reads as not open.
+    pub fn opens_think(&self, prompt: &str, open: &str, close: &str) -> Result<bool> {
+        let gen = self.generation_prompt(prompt)?;
+        Ok(match (gen.rfind(open), gen.rfind(close)) {
+            (Some(o), Some(c)) => o > c,
+            (Some(_), None) => true,
+            _ => false,
+        })
+    }
+
     fn render_values(&self, messages: Value, add_generation_prompt: bool) -> Result<String> {
         let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
         for (name, value) in &self.special_tokens {

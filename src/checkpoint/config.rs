@@ -1,4 +1,5 @@
-//! `config.json` (+ `generation_config.json`) of a Qwen2.5-VL checkpoint.
+//! `config.json` (+ `generation_config.json`) of a checkpoint of one of the families in
+//! [`super::family`] (Qwen2-VL, Qwen2.5-VL, Qwen3-VL).
 //!
 //! Two layouts exist in the wild and both are read:
 //! * the flat Hub layout: text fields at the top level, `rope_scaling {"type": "mrope",
@@ -21,11 +22,14 @@ use serde_json::{Map, Value};
 
 use super::error::{ensure_dir, read_json, CheckpointError, Result};
 
-/// `model_type` values this loader accepts.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["qwen2_5_vl"];
+use super::family::{family, Family, VisionKind};
 
-/// `hidden_act` values rhlens implements (the feed-forward layers are SwiGLU; transformers names
-/// the same function both ways). Any other activation would run silently wrong.
+/// `model_type` values this loader accepts: the family table's, in its order.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["qwen2_vl", "qwen2_5_vl", "qwen3_vl"];
+
+/// Decoder `hidden_act` values rhlens implements (the feed-forward layers are SwiGLU;
+/// transformers names the same function both ways). Any other activation would run silently
+/// wrong. The vision tower's activation is fixed per family ([`Family::vision_act`]).
 pub const SUPPORTED_ACTIVATIONS: &[&str] = &["silu", "swish"];
 
 /// The largest `min_pixels` / `max_pixels` an image preprocessor may ask for: 2^28 pixels
@@ -52,6 +56,8 @@ pub struct TextConfig {
     pub tie_word_embeddings: bool,
     pub max_position_embeddings: usize,
     pub hidden_act: String,
+    /// Frequencies cycle t, h, w instead of forming three chunks (Qwen3-VL).
+    pub mrope_interleaved: bool,
 }
 
 impl TextConfig {
@@ -86,6 +92,11 @@ pub struct VisionConfig {
     pub in_channels: usize,
     pub tokens_per_second: usize,
     pub hidden_act: String,
+    /// Rows of the learned position table (a square grid), 0 when the tower has none (Qwen3-VL).
+    pub num_position_embeddings: usize,
+    /// Vision blocks whose merged output is added to the decoder's visual positions after the
+    /// first decoder layers (Qwen3-VL's DeepStack); empty when the tower has none.
+    pub deepstack_visual_indexes: Vec<usize>,
 }
 
 impl VisionConfig {
@@ -193,6 +204,17 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// The family this checkpoint's `model_type` names (checked when the config was parsed).
+    pub fn family(&self) -> &'static Family {
+        family(&self.model_type).unwrap_or(&super::family::FAMILIES[1])
+    }
+
+    /// Pixels on each side of the square one merged image token covers:
+    /// `patch_size × spatial_merge_size` (28 for Qwen2.5-VL, 32 for Qwen3-VL).
+    pub fn px_per_token(&self) -> usize {
+        self.vision.patch_size * self.vision.spatial_merge_size
+    }
+
     /// Why the special-token ids cannot be used with this vocabulary, if they cannot: each must
     /// index a row of the embedding matrix (`vocab_size` rows), or the first prompt that uses it
     /// fails inside libtorch. transformers reads such a config without complaint, so this is
@@ -441,9 +463,10 @@ fn parse(
         prefix: "",
     };
     let model_type = supported_model_type(root).map_err(err)?;
+    let fam = family(model_type).map_err(err)?;
     let text_obj = text_section(root).map_err(err)?;
-    let mut text = parse_text(text_obj).map_err(err)?;
-    let vision = vision_section(root, &text).map_err(err)?;
+    let mut text = parse_text(text_obj, fam).map_err(err)?;
+    let vision = vision_section(root, &text, fam).map_err(err)?;
 
     // Token ids: top level first (where transformers keeps them), then text_config, then the
     // class defaults.
@@ -498,15 +521,13 @@ fn json_object(value: &Value) -> FieldResult<&Map<String, Value>> {
 
 /// `model_type`, refused unless it is one this loader reads.
 fn supported_model_type<'a>(root: Obj<'a>) -> FieldResult<&'a str> {
-    let model_type = root
-        .str_opt("model_type")?
-        .ok_or_else(|| "missing field `model_type` (expected \"qwen2_5_vl\")".to_string())?;
-    if !SUPPORTED_MODEL_TYPES.contains(&model_type) {
-        return Err(format!(
-            "unsupported model_type `{model_type}`; rhlens supports: {}",
+    let model_type = root.str_opt("model_type")?.ok_or_else(|| {
+        format!(
+            "missing field `model_type` (expected one of {})",
             SUPPORTED_MODEL_TYPES.join(", ")
-        ));
-    }
+        )
+    })?;
+    family(model_type)?;
     Ok(model_type)
 }
 
@@ -527,7 +548,7 @@ fn is_nested(root: Obj<'_>, text: Obj<'_>) -> bool {
 }
 
 /// The required `vision_config`, whose output must fit the text model it feeds.
-fn vision_section(root: Obj<'_>, text: &TextConfig) -> FieldResult<VisionConfig> {
+fn vision_section(root: Obj<'_>, text: &TextConfig, fam: &Family) -> FieldResult<VisionConfig> {
     let vision_obj = match root.map_opt("vision_config")? {
         Some(map) => Obj {
             map,
@@ -535,7 +556,7 @@ fn vision_section(root: Obj<'_>, text: &TextConfig) -> FieldResult<VisionConfig>
         },
         None => return Err("missing field `vision_config`".into()),
     };
-    let vision = parse_vision(vision_obj)?;
+    let vision = parse_vision(vision_obj, fam)?;
     if vision.out_hidden_size != text.hidden_size {
         return Err(format!(
             "`vision_config.out_hidden_size` ({}) must equal the text hidden size ({}): image \
@@ -607,9 +628,9 @@ fn tie_word_embeddings(root: Obj<'_>, text: Obj<'_>) -> FieldResult<bool> {
     Ok(root_tie.unwrap_or(false) || text_tie.unwrap_or(false))
 }
 
-fn parse_text(t: Obj<'_>) -> FieldResult<TextConfig> {
-    let sizes = text_sizes(t)?;
-    let (rope_theta, mrope_section) = rope(t, sizes.head_dim)?;
+fn parse_text(t: Obj<'_>, fam: &Family) -> FieldResult<TextConfig> {
+    let sizes = text_sizes(t, fam)?;
+    let (rope_theta, mrope_section, mrope_interleaved) = rope(t, sizes.head_dim, fam)?;
     let rms_norm_eps = t.f64_opt("rms_norm_eps")?.unwrap_or(1e-5);
     let max_position_embeddings = t.usize_or("max_position_embeddings", 32768)?;
     let hidden_act = activation(t)?;
@@ -629,6 +650,7 @@ fn parse_text(t: Obj<'_>) -> FieldResult<TextConfig> {
         tie_word_embeddings: false, // set by the caller, which sees both layouts
         max_position_embeddings,
         hidden_act,
+        mrope_interleaved,
     })
 }
 
@@ -644,7 +666,7 @@ struct TextSizes {
 }
 
 /// Read the text sizes and check that the attention heads split `hidden_size` evenly.
-fn text_sizes(t: Obj<'_>) -> FieldResult<TextSizes> {
+fn text_sizes(t: Obj<'_>, fam: &Family) -> FieldResult<TextSizes> {
     let hidden_size = t.usize_req("hidden_size")?;
     let num_hidden_layers = t.usize_req("num_hidden_layers")?;
     let num_attention_heads = t.usize_req("num_attention_heads")?;
@@ -683,7 +705,7 @@ fn text_sizes(t: Obj<'_>) -> FieldResult<TextSizes> {
     }
     let implied_head_dim = hidden_size / num_attention_heads;
     let head_dim = t.usize_or("head_dim", implied_head_dim)?;
-    if head_dim != implied_head_dim {
+    if head_dim != implied_head_dim && !fam.free_head_dim {
         // transformers' Qwen2.5-VL attention always uses hidden_size / num_heads.
         return Err(format!(
             "`{}` ({head_dim}) differs from hidden_size / num_attention_heads ({implied_head_dim}); \
@@ -704,7 +726,7 @@ fn text_sizes(t: Obj<'_>) -> FieldResult<TextSizes> {
 
 /// `rope_theta` and `mrope_section`, from `rope_scaling` / `rope_parameters` (either layout) or
 /// the defaults, checked against `head_dim`.
-fn rope(t: Obj<'_>, head_dim: usize) -> FieldResult<(f64, Vec<usize>)> {
+fn rope(t: Obj<'_>, head_dim: usize, fam: &Family) -> FieldResult<(f64, Vec<usize>, bool)> {
     // transformers gives `rope_scaling` precedence over `rope_parameters`.
     let (rope_key, rope_map) = match t.map_opt("rope_scaling")? {
         Some(m) => ("rope_scaling", Some(m)),
@@ -714,6 +736,7 @@ fn rope(t: Obj<'_>, head_dim: usize) -> FieldResult<(f64, Vec<usize>)> {
     let rope_prefix = format!("{rope_name}.");
     let mut rope_theta = t.f64_opt("rope_theta")?;
     let mut mrope_section = None;
+    let mut interleaved = None;
     if let Some(map) = rope_map {
         let r = Obj {
             map,
@@ -724,8 +747,9 @@ fn rope(t: Obj<'_>, head_dim: usize) -> FieldResult<(f64, Vec<usize>)> {
             rope_theta = Some(theta);
         }
         mrope_section = r.usize_list_opt("mrope_section")?;
+        interleaved = r.bool_opt("mrope_interleaved")?;
     }
-    let rope_theta = rope_theta.unwrap_or(1_000_000.0);
+    let rope_theta = rope_theta.unwrap_or(fam.default_rope_theta);
     if !(rope_theta.is_finite() && rope_theta > 0.0) {
         return Err(format!(
             "rope_theta must be a positive number, found {rope_theta}"
@@ -735,7 +759,7 @@ fn rope(t: Obj<'_>, head_dim: usize) -> FieldResult<(f64, Vec<usize>)> {
         Some(_) => format!("`{rope_prefix}mrope_section`"),
         None => "the default mrope_section".to_string(),
     };
-    let mrope_section = mrope_section.unwrap_or_else(|| vec![16, 24, 24]);
+    let mrope_section = mrope_section.unwrap_or_else(|| fam.default_mrope_section.to_vec());
     let section_sum: usize = mrope_section.iter().sum();
     if mrope_section.len() != 3 || section_sum * 2 != head_dim {
         return Err(format!(
@@ -744,7 +768,22 @@ fn rope(t: Obj<'_>, head_dim: usize) -> FieldResult<(f64, Vec<usize>)> {
             head_dim / 2
         ));
     }
-    Ok((rope_theta, mrope_section))
+    // transformers' Qwen3-VL always interleaves (the flag is informational); earlier families
+    // never do
+    let family_interleaves = fam.rope == super::family::RopeLayout::Interleaved;
+    if interleaved.is_some_and(|i| i != family_interleaves) {
+        return Err(format!(
+            "`{rope_prefix}mrope_interleaved` is {}, but {} always {} its M-RoPE frequencies",
+            !family_interleaves,
+            fam.name,
+            if family_interleaves {
+                "interleaves"
+            } else {
+                "chunks"
+            }
+        ));
+    }
+    Ok((rope_theta, mrope_section, family_interleaves))
 }
 
 /// Refuse rope types other than M-RoPE (`rope_type`, or the older `type`): any other scaling
@@ -784,30 +823,94 @@ fn check_no_sliding_window(t: Obj<'_>, num_hidden_layers: usize) -> FieldResult<
     Ok(())
 }
 
-fn parse_vision(v: Obj<'_>) -> FieldResult<VisionConfig> {
-    // Defaults: transformers' Qwen2_5_VLVisionConfig.
-    let depth = v.usize_or("depth", 32)?;
-    let hidden_size = v.usize_or("hidden_size", 3584)?;
+/// The vision sizes that fix the tower's weight shapes, under each family's field names and
+/// defaults (transformers 5.17's vision config classes).
+struct VisionSizes {
+    depth: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    out_hidden_size: usize,
+}
+
+fn vision_sizes(v: Obj<'_>, fam: &Family) -> FieldResult<VisionSizes> {
+    Ok(match fam.vision {
+        VisionKind::Qwen2 => {
+            // Qwen2VLVisionConfig: `embed_dim` is the tower's width, `hidden_size` its output
+            let embed_dim = v.usize_or("embed_dim", 1280)?;
+            VisionSizes {
+                depth: v.usize_or("depth", 32)?,
+                hidden_size: embed_dim,
+                intermediate_size: embed_dim * v.usize_or("mlp_ratio", 4)?,
+                out_hidden_size: v.usize_or("hidden_size", 3584)?,
+            }
+        }
+        VisionKind::Qwen2_5 => VisionSizes {
+            depth: v.usize_or("depth", 32)?,
+            hidden_size: v.usize_or("hidden_size", 3584)?,
+            intermediate_size: v.usize_or("intermediate_size", 3420)?,
+            out_hidden_size: v.usize_or("out_hidden_size", 3584)?,
+        },
+        VisionKind::Qwen3 => VisionSizes {
+            depth: v.usize_or("depth", 27)?,
+            hidden_size: v.usize_or("hidden_size", 1152)?,
+            intermediate_size: v.usize_or("intermediate_size", 4304)?,
+            out_hidden_size: v.usize_or("out_hidden_size", 3584)?,
+        },
+    })
+}
+
+/// The vision `hidden_act`, which must be the one the family's weights were trained with.
+fn vision_activation(v: Obj<'_>, fam: &Family) -> FieldResult<String> {
+    let act = v.str_opt("hidden_act")?.unwrap_or(fam.vision_act);
+    let same = act == fam.vision_act || (fam.vision_act == "silu" && act == "swish");
+    if !same {
+        return Err(format!(
+            "`{}` `{act}` is not supported; {} vision towers use `{}`",
+            v.name("hidden_act"),
+            fam.name,
+            fam.vision_act
+        ));
+    }
+    Ok(act.to_string())
+}
+
+fn parse_vision(v: Obj<'_>, fam: &Family) -> FieldResult<VisionConfig> {
+    let VisionSizes {
+        depth,
+        hidden_size,
+        intermediate_size,
+        out_hidden_size,
+    } = vision_sizes(v, fam)?;
     let num_heads = match v.usize_opt("num_heads")? {
         Some(n) => n,
         None => v.usize_or("num_attention_heads", 16)?,
     };
-    let intermediate_size = v.usize_or("intermediate_size", 3420)?;
-    let patch_size = usize_or_square(v, "patch_size", 14)?;
+    let patch_size = usize_or_square(v, "patch_size", fam.default_patch_size)?;
     let temporal_patch_size = usize_or_square(v, "temporal_patch_size", 2)?;
     let spatial_merge_size = v.usize_or("spatial_merge_size", 2)?;
+    let windowed = fam.vision == VisionKind::Qwen2_5;
     let window_size = v.usize_or("window_size", 112)?;
-    let fullatt_block_indexes = v
-        .usize_list_opt("fullatt_block_indexes")?
-        .unwrap_or_else(|| vec![7, 15, 23, 31]);
-    let out_hidden_size = v.usize_or("out_hidden_size", 3584)?;
+    let fullatt_block_indexes = match windowed {
+        true => v
+            .usize_list_opt("fullatt_block_indexes")?
+            .unwrap_or_else(|| vec![7, 15, 23, 31]),
+        false => (0..depth).collect(),
+    };
+    let (num_position_embeddings, deepstack_visual_indexes) = match fam.vision {
+        VisionKind::Qwen3 => (
+            v.usize_or("num_position_embeddings", 2304)?,
+            v.usize_list_opt("deepstack_visual_indexes")?
+                .unwrap_or_else(|| vec![8, 16, 24]),
+        ),
+        _ => (0, Vec::new()),
+    };
     // Hub configs write `in_chans`; transformers' field is `in_channels`.
     let in_channels = match v.usize_opt("in_channels")? {
         Some(n) => n,
         None => v.usize_or("in_chans", 3)?,
     };
     let tokens_per_second = v.usize_or("tokens_per_second", 4)?;
-    let hidden_act = activation(v)?;
+    let hidden_act = vision_activation(v, fam)?;
 
     for (key, val) in [
         ("depth", depth),
@@ -840,17 +943,30 @@ fn parse_vision(v: Obj<'_>) -> FieldResult<VisionConfig> {
             v.name("num_heads")
         ));
     }
-    if window_size < spatial_merge_size * patch_size {
+    if windowed && window_size < spatial_merge_size * patch_size {
         return Err(format!(
             "`{}` ({window_size}) must be at least spatial_merge_size * patch_size ({})",
             v.name("window_size"),
             spatial_merge_size * patch_size
         ));
     }
-    if let Some(bad) = fullatt_block_indexes.iter().find(|&&i| i >= depth) {
+    for (key, list) in [
+        ("fullatt_block_indexes", &fullatt_block_indexes),
+        ("deepstack_visual_indexes", &deepstack_visual_indexes),
+    ] {
+        if let Some(bad) = list.iter().find(|&&i| i >= depth) {
+            return Err(format!(
+                "`{}` contains {bad}, but the vision tower has only {depth} blocks",
+                v.name(key)
+            ));
+        }
+    }
+    let side = (num_position_embeddings as f64).sqrt() as usize;
+    if num_position_embeddings > 0 && side * side != num_position_embeddings {
         return Err(format!(
-            "`{}` contains {bad}, but the vision tower has only {depth} blocks",
-            v.name("fullatt_block_indexes")
+            "`{}` ({num_position_embeddings}) must be a square number (a square grid of \
+             learned positions)",
+            v.name("num_position_embeddings")
         ));
     }
 
@@ -868,5 +984,18 @@ fn parse_vision(v: Obj<'_>) -> FieldResult<VisionConfig> {
         in_channels,
         tokens_per_second,
         hidden_act,
+        num_position_embeddings,
+        deepstack_visual_indexes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn supported_model_types_are_the_family_table() {
+        assert_eq!(
+            super::SUPPORTED_MODEL_TYPES,
+            super::super::family::supported_model_types().as_slice()
+        );
+    }
 }

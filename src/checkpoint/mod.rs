@@ -1,4 +1,5 @@
-//! Loading a Qwen2.5-VL checkpoint directory as published on the Hugging Face Hub.
+//! Loading a checkpoint directory of a supported family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; the
+//! table is [`family`]) as published on the Hugging Face Hub.
 //!
 //! * [`ModelConfig`]: `config.json` (flat Hub layout or nested transformers-5 layout) and
 //!   `generation_config.json`;
@@ -14,6 +15,7 @@
 pub mod chat_template;
 pub mod config;
 pub mod error;
+pub mod family;
 pub mod hub;
 pub mod tokenizer;
 pub mod weights;
@@ -24,6 +26,7 @@ pub use config::{
     SUPPORTED_ACTIVATIONS, SUPPORTED_MODEL_TYPES,
 };
 pub use error::{CheckpointError, Result};
+pub use family::{family, DecoderKind, Family, RopeLayout, VisionKind, FAMILIES};
 pub use hub::{resolve_model, resolve_model_with, HubId, HubOptions};
 pub use tokenizer::{DecodeStream, TextTokenizer};
 pub use weights::{canonical_name, Weights};

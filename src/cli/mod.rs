@@ -53,8 +53,9 @@ pub enum Command {
     Rhauc(bench_cmds::RhaucArgs),
     /// Join the result shards of a split run and report anything missing or duplicated
     Merge(bench_cmds::MergeArgs),
-    /// Print the libtorch version and the devices rhlens can use
-    Doctor,
+    /// Print the libtorch version and the devices rhlens can use; with --model, the checkpoint's
+    /// family, image geometry, sizes and template habits
+    Doctor(doctor::DoctorArgs),
 }
 
 impl Cli {
@@ -81,6 +82,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(a) => bench_cmds::run_score(a),
         Command::Rhauc(a) => bench_cmds::run_rhauc(a),
         Command::Merge(a) => bench_cmds::run_merge(a),
-        Command::Doctor => doctor::run(),
+        Command::Doctor(a) => doctor::run(a),
     }
 }

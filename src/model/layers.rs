@@ -134,3 +134,96 @@ pub fn inv_freq(base: f64, dim: i64) -> Tensor {
     let exponents = Tensor::arange_start_step(0, dim, 2, (Kind::Float, Device::Cpu)) / (dim as f64);
     Tensor::pow_scalar(base, &exponents).reciprocal()
 }
+
+/// `nn.LayerNorm` with weight and bias (eps fixed by the caller; Qwen vision towers use 1e-6).
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(w: &Weights, p: Placement, prefix: &str, dim: i64, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: p.load(w, &format!("{prefix}.weight"), &[dim])?,
+            bias: p.load(w, &format!("{prefix}.bias"), &[dim])?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let d = self.weight.size()[0];
+        x.layer_norm([d], Some(&self.weight), Some(&self.bias), self.eps, true)
+    }
+}
+
+/// The normalisation a vision tower uses: RMSNorm (Qwen2.5-VL) or LayerNorm (Qwen2-VL, Qwen3-VL).
+pub enum Norm {
+    Rms(RmsNorm),
+    Layer(LayerNorm),
+}
+
+impl Norm {
+    /// RMSNorm (weight only) or LayerNorm (weight and bias) at `prefix`, eps 1e-6.
+    pub fn load(w: &Weights, p: Placement, prefix: &str, dim: i64, layer: bool) -> Result<Self> {
+        Ok(match layer {
+            true => Norm::Layer(LayerNorm::load(w, p, prefix, dim, 1e-6)?),
+            false => Norm::Rms(RmsNorm::load(w, p, prefix, dim, 1e-6)?),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        match self {
+            Norm::Rms(n) => n.forward(x),
+            Norm::Layer(n) => n.forward(x),
+        }
+    }
+}
+
+/// The activations of the non-gated vision MLPs, as transformers' `ACT2FN` computes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `quick_gelu`: `x * sigmoid(1.702 x)`.
+    QuickGelu,
+    /// `gelu_pytorch_tanh`: `gelu(x, approximate="tanh")`.
+    GeluTanh,
+}
+
+impl Activation {
+    pub fn forward(self, x: &Tensor) -> Tensor {
+        match self {
+            Activation::QuickGelu => x * (x * 1.702).sigmoid(),
+            Activation::GeluTanh => x.gelu("tanh"),
+        }
+    }
+}
+
+/// `fc2(act(fc1(x)))`, both with bias (the Qwen2-VL / Qwen3-VL vision MLP).
+pub struct PlainMlp {
+    fc1: Linear,
+    fc2: Linear,
+    act: Activation,
+}
+
+impl PlainMlp {
+    /// `names` are the two layers' names under `prefix` (`fc1`/`fc2` or `linear_fc1`/`linear_fc2`).
+    pub fn load(
+        w: &Weights,
+        p: Placement,
+        prefix: &str,
+        names: [&str; 2],
+        dims: [i64; 2],
+        act: Activation,
+    ) -> Result<Self> {
+        let [hidden, inter] = dims;
+        Ok(Self {
+            fc1: Linear::load(w, p, &format!("{prefix}.{}", names[0]), hidden, inter, true)?,
+            fc2: Linear::load(w, p, &format!("{prefix}.{}", names[1]), inter, hidden, true)?,
+            act,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        self.fc2.forward(&self.act.forward(&self.fc1.forward(x)))
+    }
+}

@@ -1,8 +1,12 @@
-//! Qwen2.5-VL on libtorch: the vision tower, the Qwen2 decoder with multimodal RoPE, and the glue
-//! that scatters image features into the prompt's embeddings. Knows tensors and weights only;
-//! roles, figures and benchmarks live elsewhere. Values inside a forward pass are observed at
-//! named [`sites`].
+//! The Qwen-VL families on libtorch (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; the table that maps a
+//! `model_type` to its parts is [`family`]): the vision tower, the decoder with multimodal RoPE,
+//! and the glue that scatters image features into the prompt's embeddings (and, for Qwen3-VL,
+//! adds DeepStack features after the first layers). Knows tensors and weights only; roles,
+//! figures and benchmarks live elsewhere. Values inside a forward pass are observed at named
+//! [`sites`].
 pub mod layers;
+/// The family table lives with the config it parses; re-exported here, where it is used.
+pub use crate::checkpoint::family;
 pub mod rope;
 pub mod sites;
 pub mod stage;
@@ -21,7 +25,8 @@ pub use sites::{
     SitePattern,
 };
 pub use stage::{guarded, Stage, TorchFailure};
-pub use text::{ForwardOptions, KvCache};
+pub use text::{DeepStack, ForwardOptions, KvCache};
+pub use vision::VisionOutput;
 
 /// How attention is computed for the model's own output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +44,8 @@ pub struct ImageInput<'a> {
     pub grid_thw: [i64; 3],
 }
 
+/// A loaded vision-language model of any supported family (the name is historical: it runs every
+/// family in [`family::FAMILIES`]).
 pub struct Qwen2_5Vl {
     pub config: ModelConfig,
     pub vision: vision::VisionTower,
@@ -108,10 +115,11 @@ impl Qwen2_5Vl {
     ) -> Result<Self> {
         let p = Placement { kind, device };
         let _guard = tch::no_grad_guard();
-        let vision = vision::VisionTower::load(weights, p, &config.vision)
+        let fam = config.family();
+        let vision = vision::VisionTower::load(weights, p, &config.vision, fam.vision)
             .context("loading the vision tower")?;
-        let text =
-            text::TextModel::load(weights, p, &config.text).context("loading the decoder")?;
+        let text = text::TextModel::load(weights, p, &config.text, fam.decoder)
+            .context("loading the decoder")?;
         if config.vision.out_hidden_size != config.text.hidden_size {
             bail!(
                 "vision out_hidden_size {} differs from the decoder hidden_size {}",
@@ -162,6 +170,15 @@ impl Qwen2_5Vl {
         images: &[ImageInput<'_>],
         observer: Option<&mut dyn Observer>,
     ) -> Result<Tensor> {
+        Ok(self.vision_output(images, observer)?.merged)
+    }
+
+    /// The vision tower's whole output for `images`: merged features and DeepStack features.
+    pub fn vision_output(
+        &self,
+        images: &[ImageInput<'_>],
+        observer: Option<&mut dyn Observer>,
+    ) -> Result<VisionOutput> {
         if images.is_empty() {
             bail!("no image given");
         }
@@ -243,6 +260,41 @@ impl Qwen2_5Vl {
         }
     }
 
+    /// DeepStack input for prompts left-padded to `longest` (0: unpadded, one prompt): the flat
+    /// indices of every image token, row by row, and the tower's DeepStack features. `None` when
+    /// the family has no DeepStack or no image was given.
+    fn deepstack(
+        &self,
+        prompts: &[&[i64]],
+        longest: i64,
+        vision: Option<VisionOutput>,
+    ) -> Result<Option<DeepStack>> {
+        let Some(vision) = vision.filter(|v| !v.deepstack.is_empty()) else {
+            return Ok(None);
+        };
+        let mut rows = Vec::new();
+        for (b, ids) in prompts.iter().enumerate() {
+            let len = ids.len() as i64;
+            let (width, pad) = match longest {
+                0 => (len, 0),
+                l => (l, l - len),
+            };
+            rows.extend(
+                ids.iter()
+                    .enumerate()
+                    .filter(|(_, &t)| t == self.config.image_token_id)
+                    .map(|(i, _)| b as i64 * width + pad + i as i64),
+            );
+        }
+        if rows.len() as i64 != vision.merged.size()[0] {
+            bail!("image features and image tokens do not match across the batch");
+        }
+        Ok(Some(DeepStack {
+            rows: Tensor::from_slice(&rows).to_device(self.device),
+            features: vision.deepstack,
+        }))
+    }
+
     /// 3-D positions of a prompt.
     pub fn rope_index(&self, input_ids: &[i64], images: &[ImageInput<'_>]) -> Result<RopeIndex> {
         let grids: Vec<[i64; 3]> = images.iter().map(|i| i.grid_thw).collect();
@@ -268,22 +320,25 @@ impl Qwen2_5Vl {
             bail!("empty prompt");
         }
         self.check_prompt(input_ids)?;
-        let features = if images.is_empty() {
+        let vision = if images.is_empty() {
             None
         } else {
-            Some(self.image_features(images, sites::reborrow(&mut opts.observer))?)
+            Some(self.vision_output(images, sites::reborrow(&mut opts.observer))?)
         };
-        let embeds = self.prompt_embeddings(input_ids, features.as_ref())?;
+        let embeds = self.prompt_embeddings(input_ids, vision.as_ref().map(|v| &v.merged))?;
+        let deepstack = self.deepstack(&[input_ids], 0, vision)?;
         let index = self.rope_index(input_ids, images)?;
         let mut cache = KvCache::new(self.num_layers());
         cache.reserve(reserve.max(input_ids.len() as i64));
         let hidden = guarded(Stage::Prefill, || {
-            self.text.forward(
+            self.text.forward_deepstack(
                 &embeds,
                 &index.to_tensor(self.device),
                 &mut cache,
                 self.attn_impl,
                 opts,
+                None,
+                deepstack.as_ref(),
             )
         })?;
         Ok((
@@ -325,11 +380,12 @@ impl Qwen2_5Vl {
                 grid_thw: i.grid_thw,
             })
             .collect();
-        let features = if all_images.is_empty() {
+        let vision = if all_images.is_empty() {
             None
         } else {
-            Some(self.image_features(&all_images, sites::reborrow(&mut opts.observer))?)
+            Some(self.vision_output(&all_images, sites::reborrow(&mut opts.observer))?)
         };
+        let features = vision.as_ref().map(|v| v.merged.shallow_clone());
         let mut offset = 0i64;
         let mut rows = Vec::with_capacity(prompts.len());
         let mut flat: [Vec<i64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
@@ -389,14 +445,17 @@ impl Qwen2_5Vl {
             .logical_and(&j.ge_tensor(&pad_t).logical_or(&j.eq_tensor(&i)));
         let mut cache = KvCache::new(self.num_layers());
         cache.reserve(reserve.max(longest));
+        let ids: Vec<&[i64]> = prompts.iter().map(|p| p.input_ids).collect();
+        let deepstack = self.deepstack(&ids, longest, vision)?;
         let hidden = guarded(Stage::Prefill, || {
-            self.text.forward_masked(
+            self.text.forward_deepstack(
                 &embeds,
                 &positions,
                 &mut cache,
                 self.attn_impl,
                 opts,
                 Some(&mask),
+                deepstack.as_ref(),
             )
         })?;
         Ok((

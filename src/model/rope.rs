@@ -93,17 +93,45 @@ pub fn rope_index(
     Ok(RopeIndex { planes, rope_delta })
 }
 
-/// The decoder's rotary table (`Qwen2_5_VLRotaryEmbedding`).
+/// The decoder's rotary table (`Qwen2_5_VLRotaryEmbedding`, `Qwen3VLTextRotaryEmbedding`).
 pub struct TextRope {
     inv_freq: Tensor,
     mrope_section: Vec<i64>,
+    /// Qwen3-VL: the plane (0 t, 1 h, 2 w) of each frequency, cycling t, h, w.
+    interleaved: Option<Tensor>,
+}
+
+/// Plane of each of the `half` frequencies in Qwen3-VL's interleaved layout: frequency j is
+/// height when `j % 3 == 1` and `j < 3 * section[1]`, width when `j % 3 == 2` and
+/// `j < 3 * section[2]`, temporal otherwise (`recomposition_frequencies`).
+pub fn interleaved_planes(section: &[i64], half: i64) -> Vec<i64> {
+    (0..half)
+        .map(|j| match j % 3 {
+            1 if j < 3 * section[1] => 1,
+            2 if j < 3 * section[2] => 2,
+            _ => 0,
+        })
+        .collect()
 }
 
 impl TextRope {
-    pub fn new(theta: f64, head_dim: i64, mrope_section: &[usize], device: Device) -> Self {
+    pub fn new(
+        theta: f64,
+        head_dim: i64,
+        mrope_section: &[usize],
+        interleaved: bool,
+        device: Device,
+    ) -> Self {
+        let section: Vec<i64> = mrope_section.iter().map(|&s| s as i64).collect();
+        let planes = interleaved.then(|| {
+            Tensor::from_slice(&interleaved_planes(&section, head_dim / 2))
+                .to_device(device)
+                .view([1, 1, 1, -1])
+        });
         Self {
             inv_freq: inv_freq(theta, head_dim).to_device(device),
-            mrope_section: mrope_section.iter().map(|&s| s as i64).collect(),
+            mrope_section: section,
+            interleaved: planes,
         }
     }
 
@@ -116,6 +144,13 @@ impl TextRope {
         let pos = positions.unsqueeze(2).to_kind(Kind::Float);
         let freqs = inv.matmul(&pos).transpose(2, 3);
         let recompose = |f: Tensor| {
+            if let Some(planes) = &self.interleaved {
+                // f [3, B, L, half]: pick plane planes[j] for frequency j
+                let s = f.size();
+                let index = planes.expand([1, s[1], s[2], s[3]], false);
+                let f = f.gather(0, &index, false).squeeze_dim(0);
+                return Tensor::cat(&[&f, &f], -1);
+            }
             let chunks = f.split_with_sizes(self.mrope_section.as_slice(), -1);
             let picked: Vec<Tensor> = chunks
                 .iter()

@@ -1,5 +1,7 @@
-//! The Qwen2 decoder: RMSNorm, GQA attention with biases on q/k/v, multimodal RoPE, SwiGLU MLP and
-//! a preallocated key/value cache written in place.
+//! The decoders of the Qwen-VL families: RMSNorm, GQA attention (Qwen2: biases on q/k/v; Qwen3:
+//! no biases, RMSNorm over each head of q and k), multimodal RoPE (chunked or interleaved), SwiGLU
+//! MLP, a preallocated key/value cache written in place, and Qwen3-VL's DeepStack (vision
+//! features added to the visual positions after the first layers).
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
@@ -9,7 +11,7 @@ use super::sites::{
     eager_probs, reborrow, repeat_kv, report, AttentionInputs, Captured, Observer, Site,
 };
 use super::AttnImpl;
-use crate::checkpoint::{TextConfig, Weights};
+use crate::checkpoint::{DecoderKind, TextConfig, Weights};
 
 /// Per-layer key/value cache. Storage grows by doubling; the valid part is `[.., ..len, ..]`.
 pub struct KvCache {
@@ -101,9 +103,33 @@ struct Attention {
     k: Linear,
     v: Linear,
     o: Linear,
+    /// Qwen3: RMSNorm over each head of q and of k, before the rotary embedding
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
+}
+
+/// Qwen3-VL's DeepStack input for one prefill: the flat indices (`b * len + position`) of the
+/// visual positions, in the order the image features fill them, and one feature map per early
+/// decoder layer, added to those positions' hidden states after that layer.
+pub struct DeepStack {
+    pub rows: Tensor,
+    pub features: Vec<Tensor>,
+}
+
+impl DeepStack {
+    /// `x [B, L, hidden]` with layer `layer`'s features added at the visual positions.
+    fn add(&self, x: &Tensor, layer: usize) -> Tensor {
+        let Some(f) = self.features.get(layer) else {
+            return x.shallow_clone();
+        };
+        let size = x.size();
+        let flat = x.reshape([-1, size[2]]);
+        let sum = flat.index_select(0, &self.rows) + f.to_kind(x.kind());
+        flat.index_copy(0, &self.rows, &sum).view(size.as_slice())
+    }
 }
 
 struct DecoderLayer {
@@ -133,7 +159,7 @@ pub struct TextModel {
 }
 
 impl TextModel {
-    pub fn load(w: &Weights, p: Placement, cfg: &TextConfig) -> Result<Self> {
+    pub fn load(w: &Weights, p: Placement, cfg: &TextConfig, decoder: DecoderKind) -> Result<Self> {
         let d = cfg.hidden_size as i64;
         let heads = cfg.num_attention_heads as i64;
         let kv_heads = cfg.num_key_value_heads as i64;
@@ -149,6 +175,19 @@ impl TextModel {
             let pre = format!("model.layers.{i}");
             let lin = |name: &str, i_dim, o_dim, bias| {
                 Linear::load(w, p, &format!("{pre}.self_attn.{name}"), i_dim, o_dim, bias)
+            };
+            let qkv_bias = decoder == DecoderKind::Qwen2;
+            let head_norm = |name: &str| -> Result<Option<RmsNorm>> {
+                match decoder {
+                    DecoderKind::Qwen2 => Ok(None),
+                    DecoderKind::Qwen3 => Ok(Some(RmsNorm::load(
+                        w,
+                        p,
+                        &format!("{pre}.self_attn.{name}"),
+                        head_dim,
+                        cfg.rms_norm_eps,
+                    )?)),
+                }
             };
             layers.push(DecoderLayer {
                 input_norm: RmsNorm::load(
@@ -166,10 +205,12 @@ impl TextModel {
                     cfg.rms_norm_eps,
                 )?,
                 attn: Attention {
-                    q: lin("q_proj", d, heads * head_dim, true)?,
-                    k: lin("k_proj", d, kv_heads * head_dim, true)?,
-                    v: lin("v_proj", d, kv_heads * head_dim, true)?,
+                    q: lin("q_proj", d, heads * head_dim, qkv_bias)?,
+                    k: lin("k_proj", d, kv_heads * head_dim, qkv_bias)?,
+                    v: lin("v_proj", d, kv_heads * head_dim, qkv_bias)?,
                     o: lin("o_proj", heads * head_dim, d, false)?,
+                    q_norm: head_norm("q_norm")?,
+                    k_norm: head_norm("k_norm")?,
                     heads,
                     kv_heads,
                     head_dim,
@@ -189,7 +230,13 @@ impl TextModel {
             embed,
             layers,
             norm: RmsNorm::load(w, p, "model.norm", d, cfg.rms_norm_eps)?,
-            rope: TextRope::new(cfg.rope_theta, head_dim, &cfg.mrope_section, p.device),
+            rope: TextRope::new(
+                cfg.rope_theta,
+                head_dim,
+                &cfg.mrope_section,
+                cfg.mrope_interleaved,
+                p.device,
+            ),
             placement: p,
         })
     }
@@ -236,6 +283,23 @@ impl TextModel {
         opts: ForwardOptions<'_>,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.forward_deepstack(embeds, positions, cache, attn_impl, opts, mask, None)
+    }
+
+    /// [`TextModel::forward_masked`] with Qwen3-VL's DeepStack features added after the first
+    /// layers (prefill only). `blocks.{l}.resid_post` is the layer's output before the addition
+    /// (what Hugging Face returns as that layer's hidden state); the next layer reads the sum.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_deepstack(
+        &self,
+        embeds: &Tensor,
+        positions: &Tensor,
+        cache: &mut KvCache,
+        attn_impl: AttnImpl,
+        opts: ForwardOptions<'_>,
+        mask: Option<&Tensor>,
+        deepstack: Option<&DeepStack>,
+    ) -> Result<Tensor> {
         let ForwardOptions {
             mut observer,
             steering,
@@ -267,6 +331,9 @@ impl TextModel {
             report(&mut observer, Site::ResidPostAttn(i), &x);
             x = &x + layer.mlp.forward(&layer.post_norm.forward(&x));
             report(&mut observer, Site::ResidPost(i), &x);
+            if let Some(ds) = deepstack {
+                x = ds.add(&x, i);
+            }
         }
         cache.commit(n);
         let out = self.norm.forward(&x);
@@ -289,16 +356,15 @@ impl Attention {
         observer: Option<&mut dyn Observer>,
     ) -> Tensor {
         let (b, n) = (x.size()[0], x.size()[1]);
-        let q = self
-            .q
-            .forward(x)
-            .view([b, n, -1, self.head_dim])
-            .transpose(1, 2);
-        let k = self
-            .k
-            .forward(x)
-            .view([b, n, -1, self.head_dim])
-            .transpose(1, 2);
+        let heads = |proj: &Linear, norm: &Option<RmsNorm>| {
+            let h = proj.forward(x).view([b, n, -1, self.head_dim]);
+            match norm {
+                Some(norm) => norm.forward(&h).transpose(1, 2),
+                None => h.transpose(1, 2),
+            }
+        };
+        let q = heads(&self.q, &self.q_norm);
+        let k = heads(&self.k, &self.k_norm);
         let v = self
             .v
             .forward(x)
