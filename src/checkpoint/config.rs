@@ -25,7 +25,7 @@ use super::error::{ensure_dir, read_json, CheckpointError, Result};
 use super::family::{family, Family, VisionKind};
 
 /// `model_type` values this loader accepts: the family table's, in its order.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["qwen2_vl", "qwen2_5_vl", "qwen3_vl"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"];
 
 /// Decoder `hidden_act` values rhlens implements (the feed-forward layers are SwiGLU;
 /// transformers names the same function both ways). Any other activation would run silently
@@ -58,6 +58,47 @@ pub struct TextConfig {
     pub hidden_act: String,
     /// Frequencies cycle t, h, w instead of forming three chunks (Qwen3-VL).
     pub mrope_interleaved: bool,
+    /// Routed experts (Qwen3-VL-MoE); `None` for dense decoders.
+    pub moe: Option<MoeConfig>,
+}
+
+/// Qwen3-VL-MoE's expert routing (transformers' `Qwen3VLMoeTextConfig` fields and defaults).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoeConfig {
+    pub num_experts: usize,
+    pub num_experts_per_tok: usize,
+    pub moe_intermediate_size: usize,
+    pub decoder_sparse_step: usize,
+    pub mlp_only_layers: Vec<usize>,
+}
+
+impl MoeConfig {
+    /// Whether decoder layer `layer` routes to experts (else it has a dense MLP).
+    pub fn is_sparse(&self, layer: usize) -> bool {
+        !self.mlp_only_layers.contains(&layer)
+            && self.num_experts > 0
+            && (layer + 1) % self.decoder_sparse_step.max(1) == 0
+    }
+}
+
+fn parse_moe(t: Obj<'_>) -> FieldResult<MoeConfig> {
+    let moe = MoeConfig {
+        num_experts: t.usize_or("num_experts", 60)?,
+        num_experts_per_tok: t.usize_or("num_experts_per_tok", 4)?,
+        moe_intermediate_size: t.usize_or("moe_intermediate_size", 1408)?,
+        decoder_sparse_step: t.usize_or("decoder_sparse_step", 1)?,
+        mlp_only_layers: t.usize_list_opt("mlp_only_layers")?.unwrap_or_default(),
+    };
+    if moe.num_experts_per_tok == 0 || moe.num_experts_per_tok > moe.num_experts {
+        return Err(format!(
+            "`{}` ({}) must be between 1 and `{}` ({})",
+            t.name("num_experts_per_tok"),
+            moe.num_experts_per_tok,
+            t.name("num_experts"),
+            moe.num_experts
+        ));
+    }
+    Ok(moe)
 }
 
 impl TextConfig {
@@ -651,6 +692,10 @@ fn parse_text(t: Obj<'_>, fam: &Family) -> FieldResult<TextConfig> {
         max_position_embeddings,
         hidden_act,
         mrope_interleaved,
+        moe: match fam.moe {
+            true => Some(parse_moe(t)?),
+            false => None,
+        },
     })
 }
 

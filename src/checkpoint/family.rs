@@ -58,9 +58,32 @@ pub struct Family {
     pub free_head_dim: bool,
     /// Whether the preprocessor's defaults use mean = std = 0.5 rather than CLIP's.
     pub half_mean_std: bool,
+    /// Whether decoder layers route tokens to experts (Qwen3-VL-MoE).
+    pub moe: bool,
     /// Example Hub ids (README, `doctor`).
     pub examples: &'static [&'static str],
 }
+
+/// Qwen3-VL dense; the MoE variant differs only in its feed-forward layers.
+const QWEN3_VL: Family = Family {
+    model_type: "qwen3_vl",
+    name: "Qwen3-VL",
+    vision: VisionKind::Qwen3,
+    decoder: DecoderKind::Qwen3,
+    rope: RopeLayout::Interleaved,
+    vision_act: "gelu_pytorch_tanh",
+    default_patch_size: 16,
+    default_mrope_section: [24, 20, 20],
+    default_rope_theta: 500_000.0,
+    free_head_dim: true,
+    half_mean_std: true,
+    moe: false,
+    examples: &[
+        "Qwen/Qwen3-VL-2B-Instruct",
+        "Qwen/Qwen3-VL-4B-Thinking",
+        "Qwen/Qwen3-VL-8B-Instruct",
+    ],
+};
 
 /// Every family rhlens runs, in the order `doctor` and errors list them.
 pub const FAMILIES: &[Family] = &[
@@ -76,6 +99,7 @@ pub const FAMILIES: &[Family] = &[
         default_rope_theta: 1_000_000.0,
         free_head_dim: false,
         half_mean_std: false,
+        moe: false,
         examples: &["Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct"],
     },
     Family {
@@ -90,29 +114,23 @@ pub const FAMILIES: &[Family] = &[
         default_rope_theta: 1_000_000.0,
         free_head_dim: false,
         half_mean_std: false,
+        moe: false,
         examples: &[
             "Qwen/Qwen2.5-VL-3B-Instruct",
             "Qwen/Qwen2.5-VL-7B-Instruct",
             "XiaomiMiMo/MiMo-VL-7B-RL",
         ],
     },
+    QWEN3_VL,
     Family {
-        model_type: "qwen3_vl",
-        name: "Qwen3-VL",
-        vision: VisionKind::Qwen3,
-        decoder: DecoderKind::Qwen3,
-        rope: RopeLayout::Interleaved,
-        vision_act: "gelu_pytorch_tanh",
-        default_patch_size: 16,
-        default_mrope_section: [24, 20, 20],
-        default_rope_theta: 500_000.0,
-        free_head_dim: true,
-        half_mean_std: true,
+        model_type: "qwen3_vl_moe",
+        name: "Qwen3-VL-MoE",
+        moe: true,
         examples: &[
-            "Qwen/Qwen3-VL-2B-Instruct",
-            "Qwen/Qwen3-VL-4B-Thinking",
-            "Qwen/Qwen3-VL-8B-Instruct",
+            "Qwen/Qwen3-VL-30B-A3B-Instruct",
+            "Qwen/Qwen3-VL-30B-A3B-Thinking",
         ],
+        ..QWEN3_VL
     },
 ];
 

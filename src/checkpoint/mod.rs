@@ -22,7 +22,7 @@ pub mod weights;
 
 pub use chat_template::ChatTemplate;
 pub use config::{
-    ModelConfig, PatchGeometry, TextConfig, VisionConfig, PIXEL_SETTING_LIMIT,
+    ModelConfig, MoeConfig, PatchGeometry, TextConfig, VisionConfig, PIXEL_SETTING_LIMIT,
     SUPPORTED_ACTIVATIONS, SUPPORTED_MODEL_TYPES,
 };
 pub use error::{CheckpointError, Result};

@@ -82,6 +82,16 @@ fn describe_model(spec: &str) -> Result<()> {
         t.mrope_section,
         t.rope_theta
     );
+    if let Some(m) = &t.moe {
+        let routed: Vec<usize> = (0..t.num_hidden_layers)
+            .filter(|&l| m.is_sparse(l))
+            .collect();
+        println!(
+            "experts: {} per routed layer, top {}, routed layers {routed:?} (router site \
+             blocks.{{l}}.mlp.router)",
+            m.num_experts, m.num_experts_per_tok
+        );
+    }
     println!(
         "vision: {} blocks, {} heads, hidden {}, {:?} tower, deepstack blocks {:?}",
         v.depth, v.num_heads, v.hidden_size, fam.vision, v.deepstack_visual_indexes

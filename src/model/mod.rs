@@ -5,6 +5,7 @@
 //! figures and benchmarks live elsewhere. Values inside a forward pass are observed at named
 //! [`sites`].
 pub mod layers;
+pub mod moe;
 /// The family table lives with the config it parses; re-exported here, where it is used.
 pub use crate::checkpoint::family;
 pub mod rope;
@@ -331,7 +332,7 @@ impl Qwen2_5Vl {
         let mut cache = KvCache::new(self.num_layers());
         cache.reserve(reserve.max(input_ids.len() as i64));
         let hidden = guarded(Stage::Prefill, || {
-            self.text.forward_deepstack(
+            self.text.forward_masked(
                 &embeds,
                 &index.to_tensor(self.device),
                 &mut cache,
@@ -448,7 +449,7 @@ impl Qwen2_5Vl {
         let ids: Vec<&[i64]> = prompts.iter().map(|p| p.input_ids).collect();
         let deepstack = self.deepstack(&ids, longest, vision)?;
         let hidden = guarded(Stage::Prefill, || {
-            self.text.forward_deepstack(
+            self.text.forward_masked(
                 &embeds,
                 &positions,
                 &mut cache,
@@ -505,6 +506,7 @@ impl Qwen2_5Vl {
             self.attn_impl,
             opts,
             Some(&mask),
+            None,
         )?;
         Ok(hidden)
     }

@@ -24,6 +24,10 @@ pub enum Site {
     /// `blocks.{l}.resid_post_attn`: the residual stream right after layer `l`'s attention block
     /// (steering already added), `[b, positions, hidden]`.
     ResidPostAttn(usize),
+    /// `blocks.{l}.mlp.router`: layer `l`'s expert-router probabilities (softmax over the
+    /// experts, before the top-k choice), float32 `[b, positions, experts]`; only MoE layers
+    /// (Qwen3-VL-MoE) report it.
+    MlpRouter(usize),
     /// `blocks.{l}.resid_post`: layer `l`'s output, `[b, positions, hidden]`.
     ResidPost(usize),
     /// `ln_final`: the final norm's output, what the output head reads, `[b, positions, hidden]`.
@@ -40,12 +44,13 @@ pub enum Site {
 const INDEX: &str = "#";
 
 /// One site of each kind (index 0), in the order of the forward pass.
-const KINDS: [Site; 7] = [
+const KINDS: [Site; 8] = [
     Site::VisionAttnReceived(0),
     Site::VisionMerged,
     Site::Embed,
     Site::AttnPattern(0),
     Site::ResidPostAttn(0),
+    Site::MlpRouter(0),
     Site::ResidPost(0),
     Site::LnFinal,
 ];
@@ -57,6 +62,7 @@ impl Site {
             Site::Embed => &["embed"],
             Site::AttnPattern(_) => &["blocks", INDEX, "attn", "pattern"],
             Site::ResidPostAttn(_) => &["blocks", INDEX, "resid_post_attn"],
+            Site::MlpRouter(_) => &["blocks", INDEX, "mlp", "router"],
             Site::ResidPost(_) => &["blocks", INDEX, "resid_post"],
             Site::LnFinal => &["ln_final"],
             Site::VisionAttnReceived(_) => &["vision", "blocks", INDEX, "attn_received"],
@@ -69,6 +75,7 @@ impl Site {
         match self {
             Site::AttnPattern(i)
             | Site::ResidPostAttn(i)
+            | Site::MlpRouter(i)
             | Site::ResidPost(i)
             | Site::VisionAttnReceived(i) => Some(i),
             Site::Embed | Site::LnFinal | Site::VisionMerged => None,
@@ -80,6 +87,7 @@ impl Site {
         match self {
             Site::AttnPattern(_) => Site::AttnPattern(i),
             Site::ResidPostAttn(_) => Site::ResidPostAttn(i),
+            Site::MlpRouter(_) => Site::MlpRouter(i),
             Site::ResidPost(_) => Site::ResidPost(i),
             Site::VisionAttnReceived(_) => Site::VisionAttnReceived(i),
             other => other,

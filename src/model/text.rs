@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 use super::layers::{GatedMlp, Linear, Placement, RmsNorm};
+use super::moe::SparseMoe;
 use super::rope::{apply_rotary, TextRope};
 use super::sites::{
     eager_probs, reborrow, repeat_kv, report, AttentionInputs, Captured, Observer, Site,
@@ -132,11 +133,31 @@ impl DeepStack {
     }
 }
 
+/// A decoder layer's feed-forward: dense SwiGLU, or routed experts (Qwen3-VL-MoE).
+enum FeedForward {
+    Dense(GatedMlp),
+    Sparse(SparseMoe),
+}
+
+impl FeedForward {
+    /// The output, and the router probabilities `[b, positions, experts]` of a sparse layer.
+    fn forward(&self, x: &Tensor) -> (Tensor, Option<Tensor>) {
+        match self {
+            FeedForward::Dense(m) => (m.forward(x), None),
+            FeedForward::Sparse(m) => {
+                let (out, probs) = m.forward(x);
+                let s = x.size();
+                (out, Some(probs.view([s[0], s[1], -1])))
+            }
+        }
+    }
+}
+
 struct DecoderLayer {
     input_norm: RmsNorm,
     post_norm: RmsNorm,
     attn: Attention,
-    mlp: GatedMlp,
+    mlp: FeedForward,
 }
 
 /// What a forward pass should do besides computing hidden states.
@@ -215,14 +236,19 @@ impl TextModel {
                     kv_heads,
                     head_dim,
                 },
-                mlp: GatedMlp::load(
-                    w,
-                    p,
-                    &format!("{pre}.mlp"),
-                    d,
-                    cfg.intermediate_size as i64,
-                    false,
-                )?,
+                mlp: match cfg.moe.as_ref().filter(|m| m.is_sparse(i)) {
+                    Some(moe) => {
+                        FeedForward::Sparse(SparseMoe::load(w, p, &format!("{pre}.mlp"), d, moe)?)
+                    }
+                    None => FeedForward::Dense(GatedMlp::load(
+                        w,
+                        p,
+                        &format!("{pre}.mlp"),
+                        d,
+                        cfg.intermediate_size as i64,
+                        false,
+                    )?),
+                },
             });
         }
         Ok(Self {
@@ -268,29 +294,17 @@ impl TextModel {
         attn_impl: AttnImpl,
         opts: ForwardOptions<'_>,
     ) -> Result<Tensor> {
-        self.forward_masked(embeds, positions, cache, attn_impl, opts, None)
+        self.forward_masked(embeds, positions, cache, attn_impl, opts, None, None)
     }
 
     /// [`TextModel::forward`] for a batch `[B, n, hidden]` (positions `[3, B, n]`) with a boolean
     /// `mask` `[B, 1, n, kv]` (true = may attend; causality already folded in) that keeps each row
-    /// off its padding. Without a mask this is exactly `forward`.
-    pub fn forward_masked(
-        &self,
-        embeds: &Tensor,
-        positions: &Tensor,
-        cache: &mut KvCache,
-        attn_impl: AttnImpl,
-        opts: ForwardOptions<'_>,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        self.forward_deepstack(embeds, positions, cache, attn_impl, opts, mask, None)
-    }
-
-    /// [`TextModel::forward_masked`] with Qwen3-VL's DeepStack features added after the first
-    /// layers (prefill only). `blocks.{l}.resid_post` is the layer's output before the addition
-    /// (what Hugging Face returns as that layer's hidden state); the next layer reads the sum.
+    /// off its padding, and Qwen3-VL's DeepStack features added after the first layers (prefill
+    /// only). Without a mask or DeepStack this is exactly `forward`. `blocks.{l}.resid_post` is
+    /// the layer's output before the DeepStack addition (what Hugging Face returns as that layer's
+    /// hidden state); the next layer reads the sum.
     #[allow(clippy::too_many_arguments)]
-    pub fn forward_deepstack(
+    pub fn forward_masked(
         &self,
         embeds: &Tensor,
         positions: &Tensor,
@@ -329,7 +343,11 @@ impl TextModel {
             }
             x = x + a;
             report(&mut observer, Site::ResidPostAttn(i), &x);
-            x = &x + layer.mlp.forward(&layer.post_norm.forward(&x));
+            let (m, router) = layer.mlp.forward(&layer.post_norm.forward(&x));
+            if let Some(r) = router {
+                report(&mut observer, Site::MlpRouter(i), &r);
+            }
+            x = &x + m;
             report(&mut observer, Site::ResidPost(i), &x);
             if let Some(ds) = deepstack {
                 x = ds.add(&x, i);

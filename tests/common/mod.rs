@@ -87,3 +87,15 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rhlens"))
 }
+
+/// Head-mean of an attention row `[layers, heads, kv]` summed over keys `[a, b)` → `[layers]`
+/// (float64; zeros for an empty range).
+pub fn head_mean_span_mass(row: &Tensor, a: i64, b: i64) -> Tensor {
+    if b <= a {
+        return Tensor::zeros([row.size()[0]], (Kind::Double, tch::Device::Cpu));
+    }
+    row.to_kind(Kind::Double)
+        .mean_dim([1i64].as_slice(), false, None::<Kind>)
+        .narrow(1, a, b - a)
+        .sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)
+}
