@@ -91,29 +91,24 @@ def mimo_template() -> str:
     )
 
 
+# random-init gains shared by every fixture here (see make_fixtures.init_weights)
+GAINS = dict(embed_std=1.0, qk_gain=2.2, vqk_gain=2.2, tied=False, think_tokens=True)
+
 SPECS = {
     "qwen3-vl-tiny": dict(
         family="qwen3_vl",
         text=dict(hidden=64, layers=3, heads=4, kv_heads=2, head_dim=24, intermediate=96, mrope=[4, 4, 4]),
         vision=dict(depth=4, hidden=32, heads=2, intermediate=48, out=64, pos=64, deepstack=[1, 2]),
         seed=30301,
-        embed_std=1.0,
-        qk_gain=2.2,
-        vqk_gain=2.2,
         qk_norm_gain=2.5,
-        tied=False,
-        think_tokens=True,
+        **GAINS,
     ),
     "qwen2-vl-tiny": dict(
         family="qwen2_vl",
         text=dict(hidden=64, layers=3, heads=4, kv_heads=2, intermediate=112, mrope=[2, 3, 3]),
         vision=dict(depth=3, hidden=32, heads=2, mlp_ratio=2, out=64),
         seed=30302,
-        embed_std=1.0,
-        qk_gain=2.2,
-        vqk_gain=2.2,
-        tied=False,
-        think_tokens=True,
+        **GAINS,
     ),
 }
 

@@ -57,6 +57,24 @@ fn check_image_config(
     })
 }
 
+/// The image settings of a checkpoint without `preprocessor_config.json`: transformers' class
+/// defaults, with the family's patch geometry (from config.json) and normalisation (mean = std =
+/// 0.5 for Qwen3-VL).
+pub fn default_image_config(config: &ModelConfig) -> ImageProcessorConfig {
+    let v = &config.vision;
+    let mut image = ImageProcessorConfig {
+        patch_size: v.patch_size,
+        temporal_patch_size: v.temporal_patch_size,
+        merge_size: v.spatial_merge_size,
+        ..ImageProcessorConfig::default()
+    };
+    if config.family().half_mean_std {
+        image.image_mean = [0.5; 3];
+        image.image_std = [0.5; 3];
+    }
+    image
+}
+
 /// The default name of a model: the checkpoint folder's name for a directory, the hub id as
 /// given otherwise; never a whole path, so that results read the same on every machine.
 pub fn model_name(spec: &str, dir: &Path) -> String {
@@ -141,7 +159,7 @@ impl Runtime {
         let image_config = if pp.exists() {
             ImageProcessorConfig::from_file(&pp)?
         } else {
-            ImageProcessorConfig::default()
+            default_image_config(&config)
         };
         check_image_config(&config, &image_config, &pp)?;
         let weights = Weights::open(&dir)?;

@@ -224,3 +224,19 @@ fn router_probabilities_are_a_capture_site_equal_to_hugging_face() {
         Site::MlpRouter(2)
     );
 }
+
+#[test]
+fn a_checkpoint_without_preprocessor_config_takes_its_family_defaults() {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(model_dir("qwen3-vl-tiny")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "preprocessor_config.json" {
+            std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let rt = Runtime::load(tmp.path().to_str().unwrap(), Kind::Float, Device::Cpu).unwrap();
+    let image = &rt.image_config;
+    assert_eq!((image.patch_size, image.merge_size), (16, 2));
+    assert_eq!((image.image_mean, image.image_std), ([0.5; 3], [0.5; 3]));
+    assert_eq!(image.factor(), 32);
+}

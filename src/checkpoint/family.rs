@@ -64,6 +64,27 @@ pub struct Family {
     pub examples: &'static [&'static str],
 }
 
+/// Qwen2.5-VL (and MiMo-VL, which shares its architecture); Qwen2-VL differs in its vision tower.
+const QWEN2_5_VL: Family = Family {
+    model_type: "qwen2_5_vl",
+    name: "Qwen2.5-VL",
+    vision: VisionKind::Qwen2_5,
+    decoder: DecoderKind::Qwen2,
+    rope: RopeLayout::Chunked,
+    vision_act: "silu",
+    default_patch_size: 14,
+    default_mrope_section: [16, 24, 24],
+    default_rope_theta: 1_000_000.0,
+    free_head_dim: false,
+    half_mean_std: false,
+    moe: false,
+    examples: &[
+        "Qwen/Qwen2.5-VL-3B-Instruct",
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+        "XiaomiMiMo/MiMo-VL-7B-RL",
+    ],
+};
+
 /// Qwen3-VL dense; the MoE variant differs only in its feed-forward layers.
 const QWEN3_VL: Family = Family {
     model_type: "qwen3_vl",
@@ -91,36 +112,11 @@ pub const FAMILIES: &[Family] = &[
         model_type: "qwen2_vl",
         name: "Qwen2-VL",
         vision: VisionKind::Qwen2,
-        decoder: DecoderKind::Qwen2,
-        rope: RopeLayout::Chunked,
         vision_act: "quick_gelu",
-        default_patch_size: 14,
-        default_mrope_section: [16, 24, 24],
-        default_rope_theta: 1_000_000.0,
-        free_head_dim: false,
-        half_mean_std: false,
-        moe: false,
         examples: &["Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct"],
+        ..QWEN2_5_VL
     },
-    Family {
-        model_type: "qwen2_5_vl",
-        name: "Qwen2.5-VL",
-        vision: VisionKind::Qwen2_5,
-        decoder: DecoderKind::Qwen2,
-        rope: RopeLayout::Chunked,
-        vision_act: "silu",
-        default_patch_size: 14,
-        default_mrope_section: [16, 24, 24],
-        default_rope_theta: 1_000_000.0,
-        free_head_dim: false,
-        half_mean_std: false,
-        moe: false,
-        examples: &[
-            "Qwen/Qwen2.5-VL-3B-Instruct",
-            "Qwen/Qwen2.5-VL-7B-Instruct",
-            "XiaomiMiMo/MiMo-VL-7B-RL",
-        ],
-    },
+    QWEN2_5_VL,
     QWEN3_VL,
     Family {
         model_type: "qwen3_vl_moe",

@@ -49,7 +49,7 @@ fn describe_model(spec: &str) -> Result<()> {
     let pp = dir.join("preprocessor_config.json");
     let image = match pp.exists() {
         true => ImageProcessorConfig::from_file(&pp)?,
-        false => ImageProcessorConfig::default(),
+        false => crate::runtime::default_image_config(&config),
     };
     println!("model: {}", dir.display());
     println!("family: {} (model_type {})", fam.name, config.model_type);
