@@ -528,7 +528,8 @@ mod tests {
             sel("blocks.1-2.resid_post_attn"),
             ["blocks.1.resid_post_attn", "blocks.2.resid_post_attn"]
         );
-        assert_eq!(sel("blocks.3.*").len(), 3);
+        // attn.pattern, resid_post_attn, mlp.router, resid_post
+        assert_eq!(sel("blocks.3.*").len(), 4);
         assert_eq!(sel("vision.*").len(), 3);
         assert_eq!(sel("*").len(), Site::all(4, 2).len());
         assert_eq!(sel("embed"), ["embed"]);
