@@ -9,7 +9,8 @@ use crate::preprocess::ImageProcessorConfig;
 
 #[derive(Args, Debug, Clone)]
 pub struct DoctorArgs {
-    /// Checkpoint directory or hub id to describe (family, geometry, layers, template)
+    /// Checkpoint directory or hub id to describe (family, geometry, layers, template); no
+    /// checkpoint is read when omitted
     #[arg(long)]
     pub model: Option<String>,
 }
