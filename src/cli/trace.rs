@@ -36,6 +36,10 @@ pub struct ProbeArgs {
     /// Also capture the vision tower's attention (per block, per patch)
     #[arg(long)]
     pub vision_attention: bool,
+    /// Do not save every step's visual map (visual_attention_steps, float16: about 14 MB per
+    /// 1,000 steps x 28 layers x 256 image tokens), which `rhlens report` shows token by token
+    #[arg(long)]
+    pub no_step_maps: bool,
 }
 
 impl ProbeArgs {
@@ -46,6 +50,7 @@ impl ProbeArgs {
             window: self.map_window,
             f32_probs: self.attn_precision.f32_probs(),
             visual_heads: self.per_head,
+            step_maps: !self.no_step_maps,
         })
     }
 }
