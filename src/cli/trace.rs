@@ -94,6 +94,10 @@ pub struct TraceArgs {
     /// No streamed text (the one-line summary and warnings still print on stderr)
     #[arg(long)]
     pub quiet: bool,
+    /// Also write DIR/report.html, the page `rhlens report` makes (explore the trace token by
+    /// token in a browser)
+    #[arg(long)]
+    pub report: bool,
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
@@ -176,8 +180,20 @@ pub fn run(args: TraceArgs) -> Result<()> {
         g.answer_tokens,
         g.stop_reason.as_str()
     );
+    if args.report {
+        let trace = crate::report::read_trace(&args.out, false)?;
+        let page = args.out.join(REPORT_FILE);
+        super::report::write_and_say(
+            &[crate::report::ReportTrace::new(trace)],
+            crate::report::Layout::SideBySide,
+            &page,
+        )?;
+    }
     Ok(())
 }
+
+/// The page `trace --report` writes inside the trace directory.
+const REPORT_FILE: &str = "report.html";
 
 /// An output directory in use by another process is refused naming it; an existing one is
 /// refused without --force.

@@ -269,6 +269,26 @@ impl TraceMeta {
         self.roles.iter().position(|r| r == name)
     }
 
+    /// Where the image file may be, most likely first: relative to the trace directory `dir`
+    /// (works from any working directory), as given, as given under `dir`, by name in `dir`.
+    pub fn image_candidates(&self, dir: &Path) -> Vec<PathBuf> {
+        let given = PathBuf::from(&self.image.path);
+        let mut out: Vec<PathBuf> = self
+            .image
+            .relative_path
+            .iter()
+            .map(|r| dir.join(r))
+            .collect();
+        out.push(given.clone());
+        if given.is_relative() {
+            out.push(dir.join(&given));
+        }
+        if let Some(name) = given.file_name() {
+            out.push(dir.join(name));
+        }
+        out
+    }
+
     /// Number of image tokens (`merged_grid` rows × cols).
     pub fn visual_tokens(&self) -> usize {
         self.image.merged_grid[0] * self.image.merged_grid[1]
