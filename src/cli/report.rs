@@ -1,5 +1,6 @@
 //! `rhlens report`: one self-contained HTML page to explore traces token by token.
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -30,6 +31,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
             args.out.display()
         );
     }
+    let started = Instant::now();
     let (traces, layout) = match &args.sweep {
         Some(dir) => (
             report::sweep_traces(dir, args.allow_partial)?,
@@ -44,21 +46,28 @@ pub fn run(args: ReportArgs) -> Result<()> {
             (traces, Layout::SideBySide)
         }
     };
-    write_and_say(&traces, layout, &args.out)
+    write_and_say(&traces, layout, &args.out, started)
 }
 
 /// Writes the page and says where it is (and what it had to do without) on stderr.
-pub fn write_and_say(traces: &[ReportTrace], layout: Layout, out: &Path) -> Result<()> {
+/// `started`: when reading the traces began (the time reported covers reading and writing).
+pub fn write_and_say(
+    traces: &[ReportTrace],
+    layout: Layout,
+    out: &Path,
+    started: Instant,
+) -> Result<()> {
     for note in report::write(traces, layout, out)? {
         eprintln!("warning: {note}");
     }
     let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     eprintln!(
-        "report: {} ({:.1} MB, {} trace{})",
+        "report: {} ({:.1} MB, {} trace{}, written in {:.2} s)",
         out.display(),
         size as f64 / 1e6,
         traces.len(),
-        if traces.len() == 1 { "" } else { "s" }
+        if traces.len() == 1 { "" } else { "s" },
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

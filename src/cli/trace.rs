@@ -181,12 +181,14 @@ pub fn run(args: TraceArgs) -> Result<()> {
         g.stop_reason.as_str()
     );
     if args.report {
+        let started = std::time::Instant::now();
         let trace = crate::report::read_trace(&args.out, false)?;
         let page = args.out.join(REPORT_FILE);
         super::report::write_and_say(
             &[crate::report::ReportTrace::new(trace)],
             crate::report::Layout::SideBySide,
             &page,
+            started,
         )?;
     }
     Ok(())

@@ -41,8 +41,7 @@ pub fn trace_json(trace: &Trace, label: &str, image: Option<usize>) -> Value {
             .map(|a| f32_base64(a.iter().copied())),
         "maps": maps_json(trace),
         "heads": arrays.visual_attention_heads.as_ref().map(|a| {
-            let values: Vec<f32> = a.iter().copied().collect();
-            let (bytes, scales) = quantise_rows(&values, rows * cols);
+            let (bytes, scales) = quantise_rows(&standard(a), rows * cols);
             json!({ "heads": a.shape()[1], "data": base64(&bytes), "scale": f32_base64(scales) })
         }),
     })
@@ -68,6 +67,14 @@ fn maps_json(trace: &Trace) -> Value {
         "data": base64(&bytes),
         "scale": f32_base64(scales),
     })
+}
+
+/// The values in row-major order, borrowed when the array is laid out so (as read from disk).
+fn standard<D: ndarray::Dimension>(a: &ndarray::Array<f32, D>) -> std::borrow::Cow<'_, [f32]> {
+    match a.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(a.iter().copied().collect()),
+    }
 }
 
 /// Each generated token's text (its id where the trace predates token texts).

@@ -128,14 +128,25 @@ pub fn html(traces: &[ReportTrace], layout: Layout, notes: &mut Vec<String>) -> 
         .first()
         .map(|t| t.trace.meta.prompt.as_str())
         .unwrap_or("");
-    Ok(PAGE
-        .replace("/*STYLE*/", STYLE)
-        .replace("/*SCRIPT*/", SCRIPT)
-        .replace(
-            "__TITLE__",
-            &escape_html(&format!("rhlens report: {title}")),
-        )
-        .replace("__DATA__", &data))
+    let title = escape_html(&format!("rhlens report: {title}"));
+    // one pass over the template: the data is large, so it is copied once
+    let mut out = String::with_capacity(PAGE.len() + STYLE.len() + SCRIPT.len() + data.len());
+    let mut rest = PAGE;
+    for (mark, text) in [
+        ("__TITLE__", title.as_str()),
+        ("/*STYLE*/", STYLE),
+        ("__DATA__", data.as_str()),
+        ("/*SCRIPT*/", SCRIPT),
+    ] {
+        let at = rest
+            .find(mark)
+            .with_context(|| format!("page template lacks {mark}"))?;
+        out.push_str(&rest[..at]);
+        out.push_str(text);
+        rest = &rest[at + mark.len()..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Writes the page to `out` (atomically); returns notes on what it had to do without.

@@ -46,7 +46,7 @@ function prepare(t) {
     roleIndex: (name) => t.roles.indexOf(name),
     mapBytes: bytes64(t.maps.data), mapScale: floats64(t.maps.scale),
     headBytes: t.heads ? bytes64(t.heads.data) : null, headScale: t.heads ? floats64(t.heads.scale) : null,
-    prompt: t.prompt_role_attention ? floats64(t.prompt_role_attention) : null,
+    promptAlloc: t.prompt_role_attention ? floats64(t.prompt_role_attention) : null,
   });
 }
 const TRACES = DATA.traces.map(prepare);
@@ -148,6 +148,26 @@ function axes(ctx, w, h, title, ymax) {
   return box;
 }
 
+// Share of each curve role per step, mean over the layer positions `pos` (kept until they change).
+function stepCurves(t, pos) {
+  const key = pos.join(",");
+  if (t.curveKey === key) return t.curves;
+  t.curves = [];
+  for (const role of CURVE_ROLES) {
+    const r = t.roleIndex(role);
+    if (r < 0) continue;
+    const values = new Float32Array(t.steps);
+    for (let s = 0; s < t.steps; s++) {
+      let v = 0;
+      for (const p of pos) v += t.shares[(s * t.nl + p) * t.nr + r];
+      values[s] = v / pos.length;
+    }
+    t.curves.push([role, values]);
+  }
+  t.curveKey = key;
+  return t.curves;
+}
+
 function drawStepCurves(panel) {
   const t = panel.trace, [ctx, w, h] = setupCanvas(panel.curveSteps), pos = layerPositions(t);
   const box = axes(ctx, w, h, `share of attention per step (${layerLabel()})`, 1);
@@ -158,23 +178,18 @@ function drawStepCurves(panel) {
     ctx.setLineDash([3, 3]); ctx.beginPath(); ctx.moveTo(x(e.step), box.y); ctx.lineTo(x(e.step), box.y + box.h); ctx.stroke();
   }
   ctx.setLineDash([]);
-  for (const role of CURVE_ROLES) {
-    const r = t.roleIndex(role);
-    if (r < 0) continue;
+  for (const [role, values] of stepCurves(t, pos)) {
     ctx.strokeStyle = ROLE_COLOURS[role]; ctx.lineWidth = 1.5; ctx.beginPath();
-    for (let s = 0; s < t.steps; s++) {
-      let v = 0;
-      for (const p of pos) v += t.shares[(s * t.nl + p) * t.nr + r];
-      v /= pos.length;
-      if (s === 0) ctx.moveTo(x(s), y(v)); else ctx.lineTo(x(s), y(v));
-    }
+    values.forEach((v, s) => (s ? ctx.lineTo(x(s), y(v)) : ctx.moveTo(x(s), y(v))));
     ctx.stroke();
   }
   ctx.lineWidth = 1;
   if (state.step < t.steps) {
     ctx.strokeStyle = "#d0312d"; ctx.beginPath(); ctx.moveTo(x(state.step), box.y); ctx.lineTo(x(state.step), box.y + box.h); ctx.stroke();
   }
-  ctx.fillStyle = "#6a737d"; ctx.fillText("step", box.x + box.w - 24, h - 4); ctx.fillText(String(t.steps), box.x + box.w - 40, h - 16 + 12);
+  ctx.fillStyle = "#6a737d";
+  ctx.fillText("step 0", box.x, h - 4);
+  ctx.textAlign = "right"; ctx.fillText(String(t.steps - 1), box.x + box.w, h - 4); ctx.textAlign = "left";
 }
 
 function drawLayerBars(panel) {
@@ -182,9 +197,9 @@ function drawLayerBars(panel) {
   const step = Math.min(state.step, t.steps - 1), sel = new Set(layerPositions(t));
   let ymax = 0.05;
   const at = t.layers.map((_, p) => (step >= 0 ? t.shares[(step * t.nl + p) * t.nr + v] : 0));
-  const prompt = t.prompt ? t.layers.map((_, p) => {
-    let total = 0; for (let r = 0; r < t.nr; r++) total += t.prompt[p * t.nr + r];
-    return total > 0 ? t.prompt[p * t.nr + v] / total : 0;
+  const pa = t.promptAlloc, prompt = pa ? t.layers.map((_, p) => {
+    let total = 0; for (let r = 0; r < t.nr; r++) total += pa[p * t.nr + r];
+    return total > 0 ? pa[p * t.nr + v] / total : 0;
   }) : null;
   for (const a of at.concat(prompt || [])) ymax = Math.max(ymax, a);
   ymax = Math.min(1, Math.ceil(ymax * 10) / 10);
@@ -201,7 +216,7 @@ function drawLayerBars(panel) {
   }
   ctx.fillStyle = "#6a737d";
   ctx.fillText(`layer ${t.layers[0]}`, box.x, h - 4);
-  ctx.fillText(`${t.layers[t.nl - 1]}`, box.x + box.w - 14, h - 4);
+  ctx.textAlign = "right"; ctx.fillText(`${t.layers[t.nl - 1]}`, box.x + box.w, h - 4); ctx.textAlign = "left";
 }
 
 function layerLabel() {
@@ -338,8 +353,12 @@ function buildPanel(index, slot) {
   for (const r of CURVE_ROLES) roleLegend.innerHTML += `<span><i style="background:${ROLE_COLOURS[r]}"></i>${r}</span>`;
   curves.append(p.curveSteps, roleLegend, p.curveLayers);
   p.prov = el("div");
-  p.root.append(h2, el("div", "stage"), cb, p.info, p.chips, legend, curves, p.prov);
-  p.root.children[1].appendChild(p.view);
+  const stage = el("div", "stage"), left = el("div", "col"), right = el("div", "col");
+  stage.appendChild(p.view);
+  left.append(stage, cb, p.prov);
+  right.append(p.info, p.chips, legend, curves);
+  if (PANEL_COUNT === 1) p.root.classList.add("wide");
+  p.root.append(h2, left, right);
   p.chips.addEventListener("mouseover", (e) => { const s = e.target.dataset && e.target.dataset.step; if (s !== undefined) hover(Number(s)); });
   p.chips.addEventListener("mouseleave", () => hover(state.pinned));
   p.chips.addEventListener("click", (e) => { const s = e.target.dataset && e.target.dataset.step; if (s !== undefined) pin(Number(s)); });
@@ -354,7 +373,8 @@ function showTrace(p, index) {
   if (p.select) p.select.value = String(index);
   p.title.textContent = t.label;
   p.grid.width = t.image.cols; p.grid.height = t.image.rows;
-  const width = Math.min(720, Math.floor(($("panels").clientWidth - 18 * (PANEL_COUNT - 1)) / PANEL_COUNT));
+  const room = $("panels").clientWidth;
+  const width = Math.floor(PANEL_COUNT === 1 ? Math.min(720, room * 0.55) : Math.min(720, (room - 18) / 2));
   p.view.style.width = width + "px";
   p.view.width = width; p.view.height = Math.round((width * t.image.height) / t.image.width);
   p.view.style.height = p.view.height + "px";
