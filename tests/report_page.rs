@@ -192,3 +192,83 @@ fn a_fragment_selects_a_token_and_a_layer_and_lights_its_image_token() {
         );
     }
 }
+
+fn page_of(spec: &Spec, steps_maps: bool) -> String {
+    let mut a = arrays(spec);
+    if steps_maps {
+        let (rows, cols) = spec.merged();
+        let n = spec.steps * spec.layers.len() * rows * cols;
+        let values: Vec<f32> = (0..n).map(|k| ((k * 7919) % 1000) as f32 * 1e-5).collect();
+        a.visual_attention_steps = Some(
+            Array3::from_shape_vec((spec.steps, spec.layers.len(), rows * cols), values).unwrap(),
+        );
+    }
+    let trace = rhlens::formats::trace::Trace {
+        dir: PathBuf::from("t"),
+        meta: meta(spec),
+        arrays: a,
+    };
+    rhlens::formats::trace::validate(&trace.meta, &trace.arrays).unwrap();
+    let mut notes = Vec::new();
+    rhlens::report::html(
+        &[rhlens::report::ReportTrace::new(trace)],
+        rhlens::report::Layout::SideBySide,
+        &mut notes,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_1000_step_trace_of_28_layers_and_256_image_tokens_makes_a_page_under_15_mb() {
+    let spec = Spec {
+        width: 448,
+        height: 448,
+        resized_width: 448,
+        resized_height: 448,
+        layers: (0..28).collect(),
+        num_layers: 28,
+        steps: 1000,
+        think_end: 900,
+        window: None,
+        with_heads: false,
+        with_vision: false,
+        ..Spec::small()
+    };
+    assert_eq!(spec.merged(), (16, 16));
+    let page = page_of(&spec, true);
+    assert!(page.contains("\"kind\":\"steps\""));
+    assert!(page.len() < 15_000_000, "{} bytes", page.len());
+    // the maps are in it, one byte each (base64: 4 characters per 3 bytes)
+    assert!(page.len() > 1000 * 28 * 256 * 4 / 3, "{} bytes", page.len());
+}
+
+#[test]
+fn traces_without_step_maps_show_their_windows_or_their_mean() {
+    let page = page_of(&Spec::small(), false);
+    assert!(page.contains("\"kind\":\"windows\"") && page.contains("\"window\":16"));
+    let spec = Spec {
+        window: None,
+        ..Spec::small()
+    };
+    let page = page_of(&spec, false);
+    assert!(page.contains("\"kind\":\"mean\""));
+    // nothing the page could fetch
+    assert!(!page.contains("http://") && !page.contains("https://"));
+}
+
+#[test]
+fn a_directory_that_is_not_a_trace_is_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(common::bin())
+        .args(["report", "--trace"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(dir.path().join("r.html"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is not a trace directory"), "{err}");
+    assert!(!dir.path().join("r.html").exists());
+}
