@@ -698,20 +698,23 @@ fn read_arrays(path: &Path) -> Result<TraceArrays, TraceError> {
 /// `visual_attention_steps`, float16).
 pub fn arrays_to_bytes(arrays: &TraceArrays) -> Result<Vec<u8>, String> {
     type Buffer = (Dtype, Vec<usize>, Vec<u8>);
-    fn le_bytes<D: ndarray::Dimension>(a: &ndarray::Array<f32, D>) -> Buffer {
-        let mut out = Vec::with_capacity(a.len() * 4);
+    fn encode<D: ndarray::Dimension, const N: usize>(
+        a: &ndarray::Array<f32, D>,
+        dtype: Dtype,
+        value: fn(f32) -> [u8; N],
+    ) -> Buffer {
+        let mut out = Vec::with_capacity(a.len() * N);
         // iter() walks in logical (row-major) order whatever the memory layout.
         for v in a.iter() {
-            out.extend_from_slice(&v.to_le_bytes());
+            out.extend_from_slice(&value(*v));
         }
-        (Dtype::F32, a.shape().to_vec(), out)
+        (dtype, a.shape().to_vec(), out)
+    }
+    fn le_bytes<D: ndarray::Dimension>(a: &ndarray::Array<f32, D>) -> Buffer {
+        encode(a, Dtype::F32, f32::to_le_bytes)
     }
     fn f16_bytes(a: &Array3<f32>) -> Buffer {
-        let mut out = Vec::with_capacity(a.len() * 2);
-        for v in a.iter() {
-            out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes());
-        }
-        (Dtype::F16, a.shape().to_vec(), out)
+        encode(a, Dtype::F16, |v| half::f16::from_f32(v).to_le_bytes())
     }
     use names::*;
     let mut buffers: Vec<(&str, Buffer)> = Vec::new();
