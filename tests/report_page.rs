@@ -272,3 +272,28 @@ fn a_directory_that_is_not_a_trace_is_one_error_line() {
     assert!(err.contains("is not a trace directory"), "{err}");
     assert!(!dir.path().join("r.html").exists());
 }
+
+#[test]
+fn trace_with_report_writes_the_page_beside_the_trace_with_per_step_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("trace");
+    let run = Command::new(common::bin())
+        .arg("trace")
+        .arg("--model")
+        .arg(common::model_dir("tiny-flat"))
+        .arg("--image")
+        .arg(common::image_path("wide"))
+        .args(["--prompt", "What is here?", "--max-new-tokens", "4"])
+        .args(["--quiet", "--report", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(page.contains("\"kind\":\"steps\""));
+    assert!(page.contains("data:image/png;base64,"));
+}

@@ -181,17 +181,21 @@ pub fn run(args: TraceArgs) -> Result<()> {
         g.stop_reason.as_str()
     );
     if args.report {
-        let started = std::time::Instant::now();
-        let trace = crate::report::read_trace(&args.out, false)?;
-        let page = args.out.join(REPORT_FILE);
-        super::report::write_and_say(
-            &[crate::report::ReportTrace::new(trace)],
-            crate::report::Layout::SideBySide,
-            &page,
-            started,
-        )?;
+        write_report(&args.out)?;
     }
     Ok(())
+}
+
+/// `trace --report`: the page of the trace just written, inside its directory.
+fn write_report(dir: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    let trace = crate::report::read_trace(dir, false)?;
+    super::report::write_and_say(
+        &[crate::report::ReportTrace::new(trace)],
+        crate::report::Layout::SideBySide,
+        &dir.join(REPORT_FILE),
+        started,
+    )
 }
 
 /// The page `trace --report` writes inside the trace directory.
