@@ -20,6 +20,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need_apt[*]}"
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi
+# headless Chromium for the report's browser tests (tests/report_page.rs); Debian's `chromium`
+# package is a real browser (Ubuntu's is a snap stub: there, set RHLENS_CHROMIUM to a browser)
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+  && [ -z "${RHLENS_CHROMIUM:-}" ]; then
+  echo "setup: installing chromium (headless browser for the report tests)"
+  { apt-get update -qq && apt-get install -y -qq chromium; } \
+    || echo "setup: warning: chromium could not be installed; the report's browser tests will be skipped" >&2
+fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo (Rust) is required; install it from your system's packages or rustup" >&2
   exit 1

@@ -17,6 +17,7 @@ pub mod preprocess;
 pub mod probe;
 pub mod prompt;
 pub mod render;
+pub mod report;
 pub mod runtime;
 pub mod sampling;
 pub mod settings;

@@ -11,6 +11,7 @@ pub mod flags;
 pub mod generate;
 pub mod layers;
 pub mod progress;
+pub mod report;
 pub mod sweep;
 pub mod trace;
 
@@ -47,6 +48,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Draw figures from traces, a sweep, or results files (no model needed)
     Figures(figures::FiguresArgs),
+    /// Write one self-contained HTML page to explore traces token by token (no model needed)
+    Report(report::ReportArgs),
     /// Score a run's answers (rule-based, or an OpenAI-compatible judge) and write metrics
     Score(bench_cmds::ScoreArgs),
     /// RH-AUC from accuracy points (CSV/JSON) or a scored run, with a bootstrap interval
@@ -79,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Direction(a) => direction::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Figures(a) => figures::run(a),
+        Command::Report(a) => report::run(a),
         Command::Score(a) => bench_cmds::run_score(a),
         Command::Rhauc(a) => bench_cmds::run_rhauc(a),
         Command::Merge(a) => bench_cmds::run_merge(a),

@@ -36,6 +36,10 @@ pub struct ProbeArgs {
     /// Also capture the vision tower's attention (per block, per patch)
     #[arg(long)]
     pub vision_attention: bool,
+    /// Do not save every step's visual map (visual_attention_steps, float16: about 14 MB per
+    /// 1,000 steps x 28 layers x 256 image tokens), which `rhlens report` shows token by token
+    #[arg(long)]
+    pub no_step_maps: bool,
 }
 
 impl ProbeArgs {
@@ -46,6 +50,7 @@ impl ProbeArgs {
             window: self.map_window,
             f32_probs: self.attn_precision.f32_probs(),
             visual_heads: self.per_head,
+            step_maps: !self.no_step_maps,
         })
     }
 }
@@ -89,6 +94,10 @@ pub struct TraceArgs {
     /// No streamed text (the one-line summary and warnings still print on stderr)
     #[arg(long)]
     pub quiet: bool,
+    /// Also write DIR/report.html, the page `rhlens report` makes (explore the trace token by
+    /// token in a browser)
+    #[arg(long)]
+    pub report: bool,
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
@@ -171,8 +180,26 @@ pub fn run(args: TraceArgs) -> Result<()> {
         g.answer_tokens,
         g.stop_reason.as_str()
     );
+    if args.report {
+        write_report(&args.out)?;
+    }
     Ok(())
 }
+
+/// `trace --report`: the page of the trace just written, inside its directory.
+fn write_report(dir: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    let trace = crate::report::read_trace(dir, false)?;
+    super::report::write_and_say(
+        &[crate::report::ReportTrace::new(trace)],
+        crate::report::Layout::SideBySide,
+        &dir.join(REPORT_FILE),
+        started,
+    )
+}
+
+/// The page `trace --report` writes inside the trace directory.
+const REPORT_FILE: &str = "report.html";
 
 /// An output directory in use by another process is refused naming it; an existing one is
 /// refused without --force.

@@ -4,7 +4,7 @@
 //! - `trace.json`: [`TraceMeta`], the metadata (model, image geometry, prompt, token role spans,
 //!   generated ids and text, events, settings);
 //! - `attention.safetensors`: [`TraceArrays`], float32 arrays of attention mass (see the field
-//!   docs for shapes).
+//!   docs for shapes), but `visual_attention_steps`, stored as float16 to stay compact.
 //!
 //! [`TraceWriter`] writes `trace.json` with `"complete": false` as soon as a run starts and
 //! replaces both files atomically (temporary file + rename) when it ends, so a directory whose
@@ -44,6 +44,7 @@ pub mod names {
     pub const ROLE_ATTENTION_HEADS: &str = "role_attention_heads";
     pub const VISUAL_ATTENTION: &str = "visual_attention";
     pub const VISUAL_ATTENTION_WINDOWS: &str = "visual_attention_windows";
+    pub const VISUAL_ATTENTION_STEPS: &str = "visual_attention_steps";
     pub const VISUAL_ATTENTION_HEADS: &str = "visual_attention_heads";
     pub const VISION_ATTENTION: &str = "vision_attention";
     pub const PROMPT_ROLE_ATTENTION: &str = "prompt_role_attention";
@@ -268,6 +269,26 @@ impl TraceMeta {
         self.roles.iter().position(|r| r == name)
     }
 
+    /// Where the image file may be, most likely first: relative to the trace directory `dir`
+    /// (works from any working directory), as given, as given under `dir`, by name in `dir`.
+    pub fn image_candidates(&self, dir: &Path) -> Vec<PathBuf> {
+        let given = PathBuf::from(&self.image.path);
+        let mut out: Vec<PathBuf> = self
+            .image
+            .relative_path
+            .iter()
+            .map(|r| dir.join(r))
+            .collect();
+        out.push(given.clone());
+        if given.is_relative() {
+            out.push(dir.join(&given));
+        }
+        if let Some(name) = given.file_name() {
+            out.push(dir.join(name));
+        }
+        out
+    }
+
     /// Number of image tokens (`merged_grid` rows × cols).
     pub fn visual_tokens(&self) -> usize {
         self.image.merged_grid[0] * self.image.merged_grid[1]
@@ -327,6 +348,11 @@ pub struct TraceArrays {
     pub visual_attention: Array2<f32>,
     /// `[windows, layers, visual_tokens]`: the same per window of `window` steps (optional).
     pub visual_attention_windows: Option<Array3<f32>>,
+    /// `[steps, layers, visual_tokens]`: the head-mean map of every step (optional; absent in
+    /// traces written before it existed or with per-step maps turned off). Stored as float16
+    /// (1,000 steps x 28 layers x 256 tokens: 14.3 MB; x 1,024 tokens: 57.3 MB); read back as
+    /// float32, so values hold float16 precision.
+    pub visual_attention_steps: Option<Array3<f32>>,
     /// `[layers, heads, visual_tokens]`: `visual_attention` per head (optional).
     pub visual_attention_heads: Option<Array3<f32>>,
     /// `[blocks, patches]`: vision-tower attention received by each patch, in raster order of
@@ -533,6 +559,14 @@ fn check_array_shapes(meta: &TraceMeta, arrays: &TraceArrays) -> Result<(), Stri
             "[ceil(steps/window), layers, visual_tokens]",
         )?;
     }
+    if let Some(a) = &arrays.visual_attention_steps {
+        check_shape(
+            names::VISUAL_ATTENTION_STEPS,
+            a.shape(),
+            &[steps, n_layers, vt],
+            "[steps, layers, visual_tokens]",
+        )?;
+    }
     if let Some(a) = &arrays.visual_attention_heads {
         check_shape(
             names::VISUAL_ATTENTION_HEADS,
@@ -592,17 +626,24 @@ fn read_arrays(path: &Path) -> Result<TraceArrays, TraceError> {
                 })
             }
         };
-        if view.dtype() != Dtype::F32 {
-            return Err(TraceError::Safetensors {
-                path: path.to_path_buf(),
-                msg: format!("array `{name}` is {:?}, expected F32", view.dtype()),
-            });
-        }
-        let data: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => view
+                .data()
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(TraceError::Safetensors {
+                    path: path.to_path_buf(),
+                    msg: format!("array `{name}` is {other:?}, expected F32 or F16"),
+                })
+            }
+        };
         ArrayD::from_shape_vec(IxDyn(view.shape()), data)
             .map(Some)
             .map_err(|e| TraceError::Safetensors {
@@ -646,27 +687,38 @@ fn read_arrays(path: &Path) -> Result<TraceArrays, TraceError> {
             VISUAL_ATTENTION_WINDOWS,
             get(VISUAL_ATTENTION_WINDOWS)?,
         )?,
+        visual_attention_steps: dim(path, VISUAL_ATTENTION_STEPS, get(VISUAL_ATTENTION_STEPS)?)?,
         visual_attention_heads: dim(path, VISUAL_ATTENTION_HEADS, get(VISUAL_ATTENTION_HEADS)?)?,
         vision_attention: dim(path, VISION_ATTENTION, get(VISION_ATTENTION)?)?,
         prompt_role_attention: dim(path, PROMPT_ROLE_ATTENTION, get(PROMPT_ROLE_ATTENTION)?)?,
     })
 }
 
-/// Serialises the arrays to safetensors bytes (little-endian float32, standard layout).
+/// Serialises the arrays to safetensors bytes (little-endian, standard layout; float32 but
+/// `visual_attention_steps`, float16).
 pub fn arrays_to_bytes(arrays: &TraceArrays) -> Result<Vec<u8>, String> {
-    fn le_bytes<D: ndarray::Dimension>(a: &ndarray::Array<f32, D>) -> (Vec<usize>, Vec<u8>) {
-        let mut out = Vec::with_capacity(a.len() * 4);
+    type Buffer = (Dtype, Vec<usize>, Vec<u8>);
+    fn encode<D: ndarray::Dimension, const N: usize>(
+        a: &ndarray::Array<f32, D>,
+        dtype: Dtype,
+        value: fn(f32) -> [u8; N],
+    ) -> Buffer {
+        let mut out = Vec::with_capacity(a.len() * N);
         // iter() walks in logical (row-major) order whatever the memory layout.
         for v in a.iter() {
-            out.extend_from_slice(&v.to_le_bytes());
+            out.extend_from_slice(&value(*v));
         }
-        (a.shape().to_vec(), out)
+        (dtype, a.shape().to_vec(), out)
+    }
+    fn le_bytes<D: ndarray::Dimension>(a: &ndarray::Array<f32, D>) -> Buffer {
+        encode(a, Dtype::F32, f32::to_le_bytes)
+    }
+    fn f16_bytes(a: &Array3<f32>) -> Buffer {
+        encode(a, Dtype::F16, |v| half::f16::from_f32(v).to_le_bytes())
     }
     use names::*;
-    let mut buffers: Vec<(&str, Vec<usize>, Vec<u8>)> = Vec::new();
-    let mut push = |name: &'static str, (shape, data): (Vec<usize>, Vec<u8>)| {
-        buffers.push((name, shape, data));
-    };
+    let mut buffers: Vec<(&str, Buffer)> = Vec::new();
+    let mut push = |name: &'static str, buffer: Buffer| buffers.push((name, buffer));
     push(ROLE_ATTENTION, le_bytes(&arrays.role_attention));
     if let Some(a) = &arrays.role_attention_heads {
         push(ROLE_ATTENTION_HEADS, le_bytes(a));
@@ -674,6 +726,9 @@ pub fn arrays_to_bytes(arrays: &TraceArrays) -> Result<Vec<u8>, String> {
     push(VISUAL_ATTENTION, le_bytes(&arrays.visual_attention));
     if let Some(a) = &arrays.visual_attention_windows {
         push(VISUAL_ATTENTION_WINDOWS, le_bytes(a));
+    }
+    if let Some(a) = &arrays.visual_attention_steps {
+        push(VISUAL_ATTENTION_STEPS, f16_bytes(a));
     }
     if let Some(a) = &arrays.visual_attention_heads {
         push(VISUAL_ATTENTION_HEADS, le_bytes(a));
@@ -685,9 +740,9 @@ pub fn arrays_to_bytes(arrays: &TraceArrays) -> Result<Vec<u8>, String> {
         push(PROMPT_ROLE_ATTENTION, le_bytes(a));
     }
     let mut views = Vec::new();
-    for (name, shape, data) in &buffers {
+    for (name, (dtype, shape, data)) in &buffers {
         let view =
-            TensorView::new(Dtype::F32, shape.clone(), data).map_err(|e| format!("{name}: {e}"))?;
+            TensorView::new(*dtype, shape.clone(), data).map_err(|e| format!("{name}: {e}"))?;
         views.push((name.to_string(), view));
     }
     let metadata = BTreeMap::from([

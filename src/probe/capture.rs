@@ -23,6 +23,8 @@ pub struct ProbeConfig {
     pub f32_probs: bool,
     /// keep per-head visual maps (averaged over steps)
     pub visual_heads: bool,
+    /// keep every step's head-mean visual map (`visual_attention_steps`, saved as float16)
+    pub step_maps: bool,
 }
 
 impl Default for ProbeConfig {
@@ -33,6 +35,7 @@ impl Default for ProbeConfig {
             window: None,
             f32_probs: false,
             visual_heads: false,
+            step_maps: true,
         }
     }
 }
@@ -53,6 +56,8 @@ pub struct ProbeArrays {
     pub visual_attention_heads: Option<Vec<f32>>,
     /// `[windows, layers, visual_tokens]`, mean over the steps of each window
     pub visual_attention_windows: Option<Vec<f32>>,
+    /// `[steps, layers, visual_tokens]`, head-mean map of every step (float16 values)
+    pub visual_attention_steps: Option<Vec<f32>>,
     pub visual_tokens: usize,
     /// `[blocks, patches]`
     pub vision_attention: Option<Vec<f32>>,
@@ -76,6 +81,8 @@ pub struct Probe {
     vis_windows: Option<Tensor>,
     /// this step's visual rows `[layers, heads, visual]`, added to the sums when the step completes
     vis_step: Tensor,
+    /// `[capacity, layers, visual]` float16 head-mean map of every step, grown by doubling
+    vis_steps: Option<Tensor>,
     recent: VecDeque<(usize, Tensor)>,
     steps: usize,
     max_steps: usize,
@@ -123,6 +130,9 @@ fn to_vec(t: &Tensor) -> Vec<f32> {
 }
 
 const RECENT: usize = 64;
+/// Steps the per-step map buffer holds at first; it doubles when full (a long budget does not
+/// reserve device memory for steps it never reaches).
+const STEP_MAPS_FIRST: usize = 256;
 
 impl Probe {
     /// `roles`: role of each prompt position; `max_steps`: most generated tokens to expect.
@@ -186,6 +196,10 @@ impl Probe {
             vis_sum: Tensor::zeros([nl, vis_heads, nvis], opts),
             vis_windows,
             vis_step: Tensor::zeros([nl, vis_heads, nvis], opts),
+            vis_steps: (cfg.step_maps && nvis > 0).then(|| {
+                let first = max_steps.clamp(1, STEP_MAPS_FIRST) as i64;
+                Tensor::zeros([first, nl, nvis], (Kind::Half, device))
+            }),
             recent: VecDeque::new(),
             steps: 0,
             max_steps: max_steps.max(1),
@@ -289,11 +303,32 @@ impl Probe {
         if let (Some(w), Some(win)) = (self.cfg.window, self.vis_windows.as_mut()) {
             let _ = win.get((step / w) as i64).g_add_(&self.vis_step);
         }
+        self.keep_step_map(step);
         self.recent.push_back((step, self.vis_step.copy()));
         if self.recent.len() > RECENT {
             self.recent.pop_front();
         }
         self.steps = self.steps.max(step + 1);
+    }
+
+    /// Writes this step's head-mean map into the per-step buffer (on the device: no host sync).
+    fn keep_step_map(&mut self, step: usize) {
+        let Some(buf) = self.vis_steps.as_mut() else {
+            return;
+        };
+        let cap = buf.size()[0];
+        if step as i64 >= cap {
+            let grown = (cap * 2).max(step as i64 + 1).min(self.max_steps as i64);
+            let mut size = buf.size();
+            size[0] = grown;
+            let bigger = Tensor::zeros(size.as_slice(), (buf.kind(), buf.device()));
+            let _ = bigger.narrow(0, 0, cap).copy_(buf);
+            *buf = bigger;
+        }
+        let map = self
+            .vis_step
+            .mean_dim([1i64].as_slice(), false, None::<Kind>);
+        let _ = buf.get(step as i64).copy_(&map);
     }
 
     /// Copy results to the CPU.
@@ -335,6 +370,10 @@ impl Probe {
             visual_attention: to_vec(&vis_heads.mean_dim([1i64].as_slice(), false, None::<Kind>)),
             visual_attention_heads: self.cfg.visual_heads.then(|| to_vec(&vis_heads)),
             visual_attention_windows: windows,
+            visual_attention_steps: self
+                .vis_steps
+                .as_ref()
+                .map(|t| to_vec(&t.narrow(0, 0, steps as i64))),
             visual_tokens: (self.visual.1 - self.visual.0) as usize,
             vision_attention: self.vision.as_ref().map(VisionProbe::rows),
         }
@@ -382,7 +421,8 @@ impl Observer for Probe {
 
 impl StepObserver for Probe {
     fn rollback(&mut self, steps: usize) {
-        // undo the visual sums of the dropped steps (role rows are simply overwritten later)
+        // undo the visual sums of the dropped steps (role rows and step maps are simply overwritten
+        // later, and only the first `steps` rows are ever read)
         while let Some((s, _)) = self.recent.back() {
             if *s < steps {
                 break;

@@ -158,6 +158,12 @@ pub fn trace_arrays(
         .map(|v| Array3::from_shape_vec((v.len() / (nl * nv).max(1), nl, nv), v.clone()))
         .transpose()
         .context("visual_attention_windows shape")?;
+    let visual_attention_steps = p
+        .visual_attention_steps
+        .as_ref()
+        .map(|v| Array3::from_shape_vec((p.steps, nl, nv), v.clone()))
+        .transpose()
+        .context("visual_attention_steps shape")?;
     let patches = grid_thw[0] * grid_thw[1] * grid_thw[2];
     let vision_attention = p
         .vision_attention
@@ -170,6 +176,7 @@ pub fn trace_arrays(
         role_attention_heads,
         visual_attention,
         visual_attention_windows,
+        visual_attention_steps,
         visual_attention_heads,
         vision_attention,
         prompt_role_attention: prompt_role,

@@ -277,6 +277,7 @@ pub fn arrays(spec: &Spec) -> TraceArrays {
         role_attention_heads: rah,
         visual_attention: va,
         visual_attention_windows: windows,
+        visual_attention_steps: None,
         visual_attention_heads: vah,
         vision_attention: vision,
         prompt_role_attention: prompt,
