@@ -37,6 +37,7 @@ pub fn render_evidence(
     let mut notes = Vec::new();
     let view = TraceView::new(src.trace, "trace", &RenderOptions::default(), &mut notes)?;
     let mut figures: Vec<Named> = vec![spread_figure(src, &view), sinks_figure(src, &view)];
+    figures.extend(spread_windows_figure(src, &view));
     figures.extend(dependence_figure(src, &view));
     figures.extend(heads_figure(src, &view));
     figures.extend(boxes_figure(src, &view));
@@ -93,7 +94,7 @@ fn spread_figure(src: &EvidenceSource<'_>, view: &TraceView<'_>) -> Named {
     let by_layer = |f: fn(&crate::formats::evidence::Spread) -> Option<f64>| {
         points(&x, sp.by_layer.iter().map(f))
     };
-    let mut panels = vec![
+    let panels = vec![
         panel(
             "Normalised entropy of each layer's map",
             "Layer",
@@ -108,36 +109,13 @@ fn spread_figure(src: &EvidenceSource<'_>, view: &TraceView<'_>) -> Named {
             "Layer",
             "fraction of width / height",
             vec![
-                Series::new("x (0 left)", series_color(1), by_layer(|s| s.centre_x))
+                Series::new("x (0 left)", series_color(5), by_layer(|s| s.centre_x))
                     .kind(SeriesKind::LineMarkers),
-                Series::new("y (0 top)", series_color(2), by_layer(|s| s.centre_y))
+                Series::new("y (0 top)", series_color(3), by_layer(|s| s.centre_y))
                     .kind(SeriesKind::LineMarkers),
             ],
         ),
     ];
-    if let (Some(w), false) = (sp.window, sp.by_window.is_empty()) {
-        let series = src
-            .evidence
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(l, layer)| {
-                let pts = sp
-                    .by_window
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, row)| row[l].entropy.map(|e| ((i * w) as f64, e)));
-                Series::new(format!("layer {layer}"), series_color(l), pts.collect())
-                    .kind(SeriesKind::LineMarkers)
-            })
-            .collect();
-        panels.push(panel(
-            &format!("Entropy per window of {w} steps"),
-            "First step of the window",
-            "normalised entropy",
-            series,
-        ));
-    }
     Named::new(
         "spread",
         chart(
@@ -146,6 +124,37 @@ fn spread_figure(src: &EvidenceSource<'_>, view: &TraceView<'_>) -> Named {
             panels,
         ),
     )
+}
+
+/// Normalised entropy per window of steps, one line per layer.
+fn spread_windows_figure(src: &EvidenceSource<'_>, view: &TraceView<'_>) -> Option<Named> {
+    let sp = &src.evidence.spread;
+    let w = sp.window.filter(|_| !sp.by_window.is_empty())?;
+    let series = src
+        .evidence
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(l, layer)| {
+            let pts = sp
+                .by_window
+                .iter()
+                .enumerate()
+                .filter_map(|(i, row)| row[l].entropy.map(|e| ((i * w) as f64, e)));
+            Series::new(format!("layer {layer}"), series_color(l), pts.collect())
+                .kind(SeriesKind::LineMarkers)
+        })
+        .collect();
+    let p = panel(
+        &format!("Per window of {w} steps"),
+        "First step of the window",
+        "normalised entropy",
+        series,
+    );
+    Some(Named::new(
+        "spread_windows",
+        chart("Spatial spread along the chain", view.subtitles(), vec![p]),
+    ))
 }
 
 /// Visual share per layer with and without the sink tokens.
@@ -164,7 +173,7 @@ fn sinks_figure(src: &EvidenceSource<'_>, view: &TraceView<'_>) -> Named {
             series_color(3),
             points(&x, s.sink_free_share_by_layer.iter().map(|&v| Some(v))),
         )
-        .kind(SeriesKind::LineMarkers),
+        .kind(SeriesKind::Dashed),
     ];
     let mut subtitles = view.subtitles();
     subtitles.push(format!(
@@ -211,7 +220,7 @@ fn dependence_figure(src: &EvidenceSource<'_>, view: &TraceView<'_>) -> Option<N
             .enumerate()
             .map(|(i, v)| {
                 let pts = f(v).into_iter().enumerate().map(|(s, y)| (s as f64, y));
-                Series::new(v.ablation.name(), series_color(i), pts.collect())
+                Series::new(v.ablation.name(), series_color(i + 1), pts.collect())
             })
             .collect::<Vec<_>>()
     };
