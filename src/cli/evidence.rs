@@ -148,14 +148,18 @@ impl EvidenceArgs {
 /// The model, loaded at the first trace that needs it.
 struct LazyModel<'a> {
     args: &'a ModelArgs,
+    quiet: bool,
     rt: Option<Runtime>,
 }
 
 impl LazyModel<'_> {
     fn get(&mut self) -> Result<&Runtime> {
         if self.rt.is_none() {
-            let rt = self.args.load()?;
-            if let Some(note) = rt.random_weights_note() {
+            let mut rt = self.args.load()?;
+            // explicit softmax attention, as Hugging Face's eager path: the ablated and the
+            // plain pass agree with a reference to float32 rounding, not to fused-kernel noise
+            rt.model.attn_impl = crate::model::AttnImpl::Eager;
+            if let Some(note) = rt.random_weights_note().filter(|_| !self.quiet) {
                 eprintln!("{note}");
             }
             self.rt = Some(rt);
@@ -169,6 +173,7 @@ pub fn run(args: EvidenceArgs) -> Result<()> {
     let ablations = args.ablations();
     let mut model = LazyModel {
         args: &args.model,
+        quiet: args.quiet,
         rt: None,
     };
     let Some(sweep) = &args.sweep else {

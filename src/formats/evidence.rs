@@ -704,6 +704,139 @@ mod tests {
         assert_eq!(find_sinks(&maps, &loose), vec![0]);
     }
 
+    /// A trace of 3 generated tokens (2 reasoning, 1 answer) after a 4-position prompt, over a
+    /// `rows × cols` grid on a `28·cols × 28·rows` image, with the given maps.
+    fn trace(rows: usize, cols: usize, maps: Array2<f32>, visual: [f32; 3]) -> Trace {
+        use crate::formats::roles::RoleSpan;
+        use crate::formats::trace::{ImageInfo, TraceArrays};
+        let layers = maps.nrows();
+        let mut role_attention = ndarray::Array3::<f32>::zeros((3, layers, 5));
+        for s in 0..3 {
+            for l in 0..layers {
+                role_attention[[s, l, 1]] = visual[s];
+            }
+        }
+        let meta = TraceMeta {
+            layers: (0..layers).collect(),
+            prompt_tokens: 4,
+            steps: 3,
+            generated_ids: vec![1, 2, 3],
+            spans: vec![
+                RoleSpan::new(Role::Reasoning, 4, 6),
+                RoleSpan::new(Role::Answer, 6, 7),
+            ],
+            image: ImageInfo {
+                width: 28 * cols as u32,
+                height: 28 * rows as u32,
+                merged_grid: [rows, cols],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let arrays = TraceArrays {
+            role_attention,
+            role_attention_heads: None,
+            visual_attention: maps,
+            visual_attention_windows: None,
+            visual_attention_heads: None,
+            vision_attention: None,
+            prompt_role_attention: None,
+        };
+        Trace {
+            dir: std::path::PathBuf::new(),
+            meta,
+            arrays,
+        }
+    }
+
+    #[test]
+    fn phases_follow_the_query_and_the_predicted_token() {
+        let t = trace(1, 2, Array2::zeros((1, 2)), [0.0; 3]);
+        let q: Vec<_> = (0..3).map(|s| query_phase(&t.meta, s)).collect();
+        assert_eq!(
+            q,
+            [
+                Some(Phase::Prompt),
+                Some(Phase::Thinking),
+                Some(Phase::Thinking)
+            ]
+        );
+        let p: Vec<_> = (0..3).map(|s| token_phase(&t.meta, s)).collect();
+        assert_eq!(
+            p,
+            [
+                Some(Phase::Thinking),
+                Some(Phase::Thinking),
+                Some(Phase::Answer)
+            ]
+        );
+    }
+
+    #[test]
+    fn sink_free_share_removes_the_sinks_mass_from_the_mean_visual_share() {
+        // 40 tokens, token 7 holds 0.25625 of a layer's 0.5 visual mass (over half of it);
+        // the visual share per step is 0.25, 0.75, 0.5: mean 0.5.
+        let mut maps = Array2::<f32>::from_elem((2, 40), 0.00625);
+        maps[[0, 7]] = 0.25625;
+        maps[[1, 7]] = 0.25625;
+        let t = trace(5, 8, maps, [0.25, 0.75, 0.5]);
+        let r = sink_report(&t, &SinkRule::default());
+        assert_eq!(r.tokens, vec![7]);
+        assert!((r.visual_share - 0.5).abs() < 1e-7);
+        assert!((r.sink_free_visual_share - 0.24375).abs() < 1e-7);
+        assert_eq!(r.sink_free_share_by_layer.len(), 2);
+    }
+
+    #[test]
+    fn heads_split_by_thinking_share_and_rank() {
+        let mut t = trace(1, 2, Array2::zeros((1, 2)), [0.0; 3]);
+        // [steps, layers, heads, roles]: head 0 looks at the image 0.5, 0.25, 0.75 of the time
+        // at steps 0, 1, 2 (thinking: steps 1 and 2, mean 0.5); head 1 never does.
+        let mut h = Array4::<f32>::zeros((3, 1, 2, 5));
+        for (s, v) in [0.5f32, 0.25, 0.75].into_iter().enumerate() {
+            h[[s, 0, 0, 1]] = v;
+            h[[s, 0, 0, 3]] = 1.0 - v;
+            h[[s, 0, 1, 0]] = 1.0;
+        }
+        t.arrays.role_attention_heads = Some(h);
+        let rows = heads_table(&t, 1.0).unwrap();
+        // shares 0.5 and 0: mean 0.25, sd 0.25, so head 0 sits exactly at mean + 1 sd
+        assert_eq!((rows[0].head, rows[0].rank), (0, 1));
+        assert_eq!(rows[0].kind, HeadKind::Perception);
+        assert_eq!(rows[0].prompt, Some(0.5));
+        assert_eq!(rows[0].thinking, Some(0.5));
+        assert_eq!(rows[0].answer, None);
+        assert_eq!((rows[1].head, rows[1].kind), (1, HeadKind::Reasoning));
+        assert_eq!(rows[1].thinking, Some(0.0));
+        assert!(heads_csv(&rows).starts_with(
+            "rank,layer,head,prompt,thinking,answer,kind\n1,0,0,0.500000,0.500000,,perception\n"
+        ));
+    }
+
+    #[test]
+    fn box_reports_per_layer_and_refusals() {
+        // 2 × 2 grid on a 56 × 56 image; layer 0 has half its mass top-left, layer 1 none there.
+        let maps = array![[0.5f32, 0.25, 0.125, 0.125], [0.0, 1.0, 0.0, 0.0]];
+        let t = trace(2, 2, maps, [0.0; 3]);
+        let top_left = PixelBox {
+            x0: 0.0,
+            y0: 0.0,
+            x1: 28.0,
+            y1: 28.0,
+        };
+        let r = box_reports(&t, &[top_left]).unwrap();
+        assert_eq!(r[0].by_layer, vec![Some(0.5), Some(0.0)]);
+        assert_eq!(r[0].mean, Some(0.25));
+        assert_eq!(r[0].area_share, 0.25);
+        let outside = PixelBox {
+            x0: 60.0,
+            y0: 0.0,
+            x1: 70.0,
+            y1: 5.0,
+        };
+        assert!(box_reports(&t, &[outside]).is_err());
+    }
+
     #[test]
     fn dependence_means_split_by_phase() {
         let phases = [
