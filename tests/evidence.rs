@@ -5,22 +5,32 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
 
-fn rh(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().unwrap()
+/// Runs rhlens with `args`; it must succeed.
+fn rhlens_ok(args: &[&str]) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "rhlens {}: {err}", args[0]);
 }
 
-fn ok(out: Output, what: &str) -> Output {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+/// `rhlens evidence` on the tiny fixture, for a `--trace` or a `--sweep` (`what`).
+fn evidence(what: &str, dir: &Path, ablations: &str, extra: &[&str]) {
+    let model = model_dir("tiny-flat");
+    let mut args = vec![
+        "evidence",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--model",
+        s(&model),
+    ];
+    args.extend([what, s(dir), "--image-dependence", ablations]);
+    args.extend_from_slice(extra);
+    rhlens_ok(&args);
 }
 
 fn json(path: &Path) -> Value {
@@ -74,7 +84,7 @@ fn trace(dir: &Path) {
         "--out",
         s(dir),
     ];
-    ok(rh(&args), "rhlens trace");
+    rhlens_ok(&args);
 }
 
 #[test]
@@ -82,29 +92,16 @@ fn image_dependence_equals_a_hugging_face_teacher_forced_pass() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("trace");
     trace(&dir);
+    evidence("--trace", &dir, "blank,drop", &["--box", "0,0,100,60"]);
     let model = model_dir("tiny-flat");
-    let args = [
-        "evidence",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--model",
-        s(&model),
-        "--trace",
-        s(&dir),
-        "--image-dependence",
-        "blank,drop",
-        "--box",
-        "0,0,100,60",
-    ];
-    ok(rh(&args), "rhlens evidence");
     let reference = tmp.path().join("reference.json");
     let script = root().join("scripts").join("dependence_reference.py");
     let py = Command::new(python())
         .args([s(&script), s(&model), s(&dir), s(&reference)])
         .output()
         .unwrap();
-    ok(py, "dependence_reference.py");
+    let err = String::from_utf8_lossy(&py.stderr);
+    assert!(py.status.success(), "dependence_reference.py: {err}");
     let want = json(&reference);
     let got = json(&dir.join("dependence.json"));
     let meta = json(&dir.join("trace.json"));
@@ -178,39 +175,26 @@ fn a_sweep_summary_gets_dependence_and_sink_free_share_per_setting() {
     let sweep = tmp.path().join("sweep");
     let model = model_dir("tiny-flat");
     let image = image_path("tall");
-    let args = [
-        "sweep",
+    let (budgets, limit) = ("0,3", "6");
+    let mut args = vec!["sweep", "--out", s(&sweep), "--budgets", budgets];
+    args.extend([
+        "--max-new-tokens",
+        limit,
+        "--prompt",
+        "Count.",
+        "--image",
+        s(&image),
+    ]);
+    args.extend([
+        "--model",
+        s(&model),
         "--device",
         "cpu",
         "--quiet",
         "--no-figures",
-        "--model",
-        s(&model),
-        "--image",
-        s(&image),
-        "--prompt",
-        "Count.",
-        "--budgets",
-        "0,3",
-        "--max-new-tokens",
-        "6",
-        "--out",
-        s(&sweep),
-    ];
-    ok(rh(&args), "rhlens sweep");
-    let args = [
-        "evidence",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--model",
-        s(&model),
-        "--sweep",
-        s(&sweep),
-        "--image-dependence",
-        "blank",
-    ];
-    ok(rh(&args), "rhlens evidence --sweep");
+    ]);
+    rhlens_ok(&args);
+    evidence("--sweep", &sweep, "blank", &[]);
     let csv = std::fs::read_to_string(sweep.join("evidence_summary.csv")).unwrap();
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
@@ -257,7 +241,7 @@ fn bad_boxes_and_settings_are_one_line() {
     for (extra, code, says) in cases {
         let mut args = vec!["evidence", "--trace", s(&dir), "--no-figures"];
         args.extend_from_slice(extra);
-        let out = rh(&args);
+        let out = Command::new(bin()).args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{extra:?}: {err}");
         assert!(err.contains(says), "{extra:?}: {err}");
