@@ -203,7 +203,13 @@ pub fn run(args: EvidenceArgs) -> Result<()> {
         if summary.random_weights {
             subtitles[0].push_str(" · RANDOM WEIGHTS (demo checkpoint, not a trained model)");
         }
-        render_sweep_evidence(&rows, subtitles, &sweep.join("figures"), &Canvas::default())?;
+        render_sweep_evidence(
+            &rows,
+            &summary.kind,
+            subtitles,
+            &sweep.join("figures"),
+            &Canvas::default(),
+        )?;
     }
     eprintln!(
         "evidence: {} ({} settings)",

@@ -420,6 +420,7 @@ fn sink_free_maps(src: &EvidenceSource<'_>, view: &TraceView<'_>) -> Option<Name
 /// A sweep's evidence per setting: dependence and sink-free visual share against the value.
 pub fn render_sweep_evidence(
     rows: &[SweepEvidenceRow],
+    kind: &str,
     subtitles: Vec<String>,
     out: &Path,
     canvas: &Canvas,
@@ -437,7 +438,7 @@ pub fn render_sweep_evidence(
             series_color(3),
             points(&x, rows.iter().map(|r| Some(r.sink_free_visual_share))),
         )
-        .kind(SeriesKind::LineMarkers),
+        .kind(SeriesKind::Dashed),
     ];
     let mut kl = Vec::new();
     let ablations: Vec<_> = rows
@@ -448,7 +449,7 @@ pub fn render_sweep_evidence(
         if !ablations.contains(a) {
             continue;
         }
-        for (phase, kind, pick) in [
+        for (phase, style, pick) in [
             ("thinking", SeriesKind::LineMarkers, 0usize),
             ("answer", SeriesKind::Dashed, 1),
         ] {
@@ -456,10 +457,10 @@ pub fn render_sweep_evidence(
             kl.push(
                 Series::new(
                     format!("{} · {phase}", a.name()),
-                    series_color(i),
+                    series_color(i + 1),
                     points(&x, ys),
                 )
-                .kind(kind),
+                .kind(style),
             );
         }
     }
@@ -479,6 +480,7 @@ pub fn render_sweep_evidence(
     }
     for p in panels.iter_mut() {
         p.x_integer = false;
+        p.x_label = super::sweep::value_label(kind);
     }
     let fig = chart("Evidence per setting", subtitles, panels);
     save_all(&[Named::new("sweep_evidence", fig)], out, canvas)
