@@ -255,3 +255,44 @@ fn bad_boxes_and_settings_are_one_line() {
         );
     }
 }
+
+#[test]
+fn eval_reports_the_attention_inside_each_bbox_of_a_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bench = tmp.path().join("bench");
+    std::fs::create_dir_all(bench.join("per_images")).unwrap();
+    std::fs::copy(image_path("wide"), bench.join("per_images/w.png")).unwrap();
+    // wide.png is 200 × 120: the whole image, then its left and right halves
+    let record = serde_json::json!([{
+        "id": 1, "question": "What is here?", "image": "per_images/w.png", "answer": "x",
+        "question_type": "free_form",
+        "bbox": [[0, 0, 200, 120], [0, 0, 100, 120], [100, 0, 200, 120]]
+    }]);
+    std::fs::write(bench.join("halu_data.json"), record.to_string()).unwrap();
+    let (model, out) = (model_dir("tiny-flat"), tmp.path().join("run"));
+    let mut args = vec![
+        "eval",
+        "--bench",
+        s(&bench),
+        "--out",
+        s(&out),
+        "--budgets",
+        "0",
+    ];
+    args.extend([
+        "--max-new-tokens",
+        "4",
+        "--model",
+        s(&model),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    rhlens_ok(&args);
+    let line = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let rec: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    let mass = floats(&rec["role_summary"]["box_mass"]);
+    assert!((mass[0] - 1.0).abs() < 1e-6, "{mass:?}");
+    assert!(mass[1] > 0.0 && mass[2] > 0.0, "{mass:?}");
+    assert!((mass[1] + mass[2] - 1.0).abs() < 1e-6, "{mass:?}");
+}

@@ -381,6 +381,36 @@ pub fn mean_present(values: &[Option<f64>]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
+/// Mean over layers of the share of `maps` (`[layers, tokens]`, the trace's whole-run maps)
+/// inside `bx`: the one number per box of a benchmark record. `None` when no layer has mass.
+pub fn box_mass_mean(meta: &TraceMeta, maps: &Array2<f32>, bx: &PixelBox) -> Option<f64> {
+    mean_present(&box_rows(maps, meta, bx))
+}
+
+/// Evidence boxes of a benchmark record's `bbox` field: one `[x0, y0, x1, y1]` or a list of
+/// them, in original-image pixels.
+pub fn parse_bboxes(value: &serde_json::Value) -> Result<Vec<PixelBox>, String> {
+    let four = |v: &serde_json::Value| -> Option<PixelBox> {
+        let a: Vec<f64> = v
+            .as_array()?
+            .iter()
+            .map(|x| x.as_f64())
+            .collect::<Option<_>>()?;
+        let [x0, y0, x1, y1] = a[..] else { return None };
+        (x0 < x1 && y0 < y1).then_some(PixelBox { x0, y0, x1, y1 })
+    };
+    let bad = || {
+        format!(
+            "field `bbox` is not [x0, y0, x1, y1] (x0 < x1, y0 < y1) or a list of them: {value}"
+        )
+    };
+    if let Some(b) = four(value) {
+        return Ok(vec![b]);
+    }
+    let list = value.as_array().ok_or_else(bad)?;
+    list.iter().map(|v| four(v).ok_or_else(bad)).collect()
+}
+
 /// Box reports of a trace; a box that does not overlap the image is refused.
 pub fn box_reports(trace: &Trace, boxes: &[PixelBox]) -> Result<Vec<BoxReport>> {
     let meta = &trace.meta;
@@ -835,6 +865,30 @@ mod tests {
             y1: 5.0,
         };
         assert!(box_reports(&t, &[outside]).is_err());
+    }
+
+    #[test]
+    fn bbox_fields_are_one_box_or_a_list() {
+        use serde_json::json;
+        let one = parse_bboxes(&json!([1, 2, 3.5, 4])).unwrap();
+        assert_eq!(
+            one,
+            vec![PixelBox {
+                x0: 1.0,
+                y0: 2.0,
+                x1: 3.5,
+                y1: 4.0
+            }]
+        );
+        assert_eq!(
+            parse_bboxes(&json!([[0, 0, 1, 1], [2, 2, 3, 3]]))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(parse_bboxes(&json!([3, 0, 1, 1])).is_err());
+        assert!(parse_bboxes(&json!("0,0,1,1")).is_err());
+        assert!(parse_bboxes(&json!([[0, 0, 1]])).is_err());
     }
 
     #[test]
