@@ -187,7 +187,12 @@ fn prompt_ids(rt: &Runtime, dir: &Path, meta: &TraceMeta) -> Result<(Vec<i64>, P
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
     if open_think {
-        let tag = meta.settings["tags"]["open"].as_str().unwrap_or("<think>");
+        let tag = meta
+            .settings
+            .get("tags")
+            .and_then(|t| t.get("open"))
+            .and_then(|o| o.as_str())
+            .unwrap_or("<think>");
         ids.extend(rt.tokenizer.encode(tag)?);
     }
     let info = &prompt.image.info;
