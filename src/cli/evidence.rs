@@ -42,11 +42,11 @@ pub struct EvidenceArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Trace directories to measure (results go into each: evidence.json, heads.csv,
-    /// dependence.json, evidence/*.png)
+    /// dependence.json, evidence/*.png) [default: none; give this or --sweep]
     #[arg(long, value_name = "DIR", num_args = 1.., required_unless_present = "sweep", conflicts_with = "sweep")]
     pub trace: Vec<PathBuf>,
     /// A sweep directory: measure each of its traces and write evidence_summary.csv and
-    /// sweep_evidence.png beside its summary
+    /// sweep_evidence.png beside its summary [default: none; give this or --trace]
     #[arg(long, value_name = "DIR")]
     pub sweep: Option<PathBuf>,
     /// Also measure image dependence per generated token with these ablations (blank, drop;
