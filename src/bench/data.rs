@@ -100,6 +100,9 @@ pub struct Sample {
     /// Options as (letter, text), letters `A`, `B`, ...; empty for free-form questions and for
     /// multiple-choice questions whose options could not be found.
     pub options: Vec<(String, String)>,
+    /// Evidence boxes (`bbox`: `[x0, y0, x1, y1]` or a list, original-image pixels); `eval`
+    /// reports the share of visual attention inside each.
+    pub bboxes: Vec<crate::formats::spatial::PixelBox>,
 }
 
 impl Sample {
@@ -487,6 +490,10 @@ fn validate_record(
     } else {
         options
     };
+    let bboxes = match obj.get("bbox") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => crate::formats::evidence::parse_bboxes(v)?,
+    };
     Ok(Sample {
         id,
         split,
@@ -495,6 +502,7 @@ fn validate_record(
         answer,
         qtype,
         options,
+        bboxes,
     })
 }
 

@@ -27,6 +27,7 @@ use super::results::{Manifest, ResultRecord, ResultsWriter, Setting, RESULTS_FIL
 use super::runner::{run_resumable_batched, RunOptions, RunProgress, RunSummary, WorkItem};
 use super::shard::Shard;
 use crate::budget::{paper_generation, BudgetProtocol, PaperStage1};
+use crate::formats::evidence::box_mass_mean;
 use crate::formats::shares::role_shares;
 use crate::fsutil::RunLock;
 use crate::generate::GenerateConfig;
@@ -338,6 +339,12 @@ impl Answerer<'_> {
             "steps": run.meta.steps,
             "trace": item.trace_dir.as_ref().map(|d| d.to_string_lossy().into_owned()),
         }));
+        if let (Some(summary), false) = (&mut rec.role_summary, w.sample.bboxes.is_empty()) {
+            let maps = &run.arrays.visual_attention;
+            let inside = w.sample.bboxes.iter();
+            let mass: Vec<_> = inside.map(|b| box_mass_mean(&run.meta, maps, b)).collect();
+            summary["box_mass"] = serde_json::json!(mass);
+        }
         rec.elapsed_s = elapsed_s;
         rec
     }

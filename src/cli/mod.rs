@@ -5,6 +5,7 @@ pub mod direction;
 pub mod doctor;
 pub mod dump;
 pub mod eval;
+pub mod evidence;
 pub mod exit;
 pub mod figures;
 pub mod flags;
@@ -46,6 +47,9 @@ pub enum Command {
     Direction(direction::DirectionArgs),
     /// Answer a benchmark (RH-Bench layout) at every setting; resumable and shardable
     Eval(eval::EvalArgs),
+    /// Evidence beyond the visual share for saved traces or a sweep: spatial spread, attention
+    /// sinks, heads, evidence boxes, and image dependence per token (an ablated teacher-forced pass)
+    Evidence(evidence::EvidenceArgs),
     /// Draw figures from traces, a sweep, or results files (no model needed)
     Figures(figures::FiguresArgs),
     /// Write one self-contained HTML page to explore traces token by token (no model needed)
@@ -83,6 +87,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Figures(a) => figures::run(a),
         Command::Report(a) => report::run(a),
+        Command::Evidence(a) => evidence::run(a),
         Command::Score(a) => bench_cmds::run_score(a),
         Command::Rhauc(a) => bench_cmds::run_rhauc(a),
         Command::Merge(a) => bench_cmds::run_merge(a),

@@ -2,6 +2,7 @@
 //! summaries) and the role-share reductions over saved traces. Everything here is plain data and
 //! file I/O, so `render` and `bench` can read saved runs without libtorch.
 pub mod diff;
+pub mod evidence;
 pub mod roles;
 pub mod shares;
 pub mod spatial;

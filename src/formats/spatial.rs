@@ -134,6 +134,25 @@ pub fn box_mass(
     Some(inside / total)
 }
 
+/// The map without the given tokens (set to 0), the rest rescaled so that the map keeps its
+/// total mass: how a map looks once attention sinks are masked (`--mask-sinks`). Indices past
+/// the map are ignored; a map whose remaining mass is not positive comes back all zero.
+pub fn mask_tokens(map: &[f32], tokens: &[usize]) -> Vec<f32> {
+    let mut out = map.to_vec();
+    for &k in tokens {
+        if let Some(v) = out.get_mut(k) {
+            *v = 0.0;
+        }
+    }
+    match (positive_mass(map), positive_mass(&out)) {
+        (Some(before), Some(after)) => {
+            let scale = before / after;
+            out.iter().map(|&v| (f64::from(v) * scale) as f32).collect()
+        }
+        _ => vec![0.0; map.len()],
+    }
+}
+
 fn positive_mass(map: &[f32]) -> Option<f64> {
     let total: f64 = map.iter().map(|&v| f64::from(v.max(0.0))).sum();
     (total > 0.0 && total.is_finite()).then_some(total)
@@ -221,6 +240,14 @@ mod tests {
             0.125
         ));
         assert!(close(beyond.area_share(100, 50), 0.25));
+    }
+
+    #[test]
+    fn masking_a_token_keeps_the_total_mass() {
+        // 0.5 on token 1 removed; the other 0.5 scaled by 2 so the total stays 1.
+        let masked = mask_tokens(&[0.125, 0.5, 0.25, 0.125], &[1, 9]);
+        assert_eq!(masked, vec![0.25, 0.0, 0.5, 0.25]);
+        assert_eq!(mask_tokens(&[0.0, 1.0], &[1]), vec![0.0, 0.0]);
     }
 
     #[test]

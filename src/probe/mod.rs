@@ -1,5 +1,6 @@
 //! Where each decoder layer looks, per role and per image token, at every generated step.
 pub mod capture;
+pub mod dependence;
 pub mod layers;
 pub mod record;
 pub mod roles;

@@ -20,6 +20,7 @@
 pub mod charts;
 pub mod colormap;
 pub mod draw;
+pub mod evidence;
 pub mod figure;
 pub mod maps;
 pub mod output;
