@@ -303,12 +303,15 @@ def build_random_checkpoint(
     seed: int = 0,
     tied: bool = False,
     max_positions: int = 128000,
+    write_weights=None,
 ) -> tuple[dict, object]:
     """A random-weight Qwen2.5-VL with the tiny-flat tokenizer, template and special-token ids.
 
     Built with `_from_config` (transformers' own initialisation) directly on `device` in `dtype`,
     saved with `save_pretrained` (safetensors). The output rows of ids the tokenizer does not know,
     and of the special tokens, are zeroed so greedy decoding only emits ordinary text ids.
+    With `write_weights(model, out_dir)` the config is saved as usual and that function writes the
+    weights instead (for a model built on the `meta` device, which holds no values).
     Returns facts about the checkpoint (parameters, bytes, ids) and the model itself.
     """
     import torch
@@ -381,7 +384,12 @@ def build_random_checkpoint(
         rows[len(tok) :] = 0
         rows[special] = 0
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
+    if write_weights is None:
+        model.save_pretrained(str(out_dir))
+    else:
+        model.config.architectures = [type(model).__name__]
+        model.config.save_pretrained(str(out_dir))
+        write_weights(model, out_dir)
     cfg_path = out_dir / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["rhlens_random_weights"] = True
