@@ -781,6 +781,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="runs per measurement, median reported (default 3)")
     parser.add_argument("--quick", action="store_true", help="32 tokens, one repeat")
     parser.add_argument("--skip-hf", action="store_true", help="rhlens only")
+    parser.add_argument("--skip-eager", action="store_true", help="no HF eager+attn (the slow one): HF sdpa vs rhlens")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for every run (default 2)")
     parser.add_argument("--rhlens", type=Path, default=DEFAULT_BINARY, help="rhlens binary")
     parser.add_argument("--long", type=int, metavar="N", help="peak-memory mode: N new tokens on the mid config")
@@ -838,6 +839,7 @@ def main() -> None:
                 if not args.skip_hf:
                     print(f"[{name}] Hugging Face sdpa ...", flush=True)
                     res["HF sdpa"] = hf_run(model_dir, image, "sdpa", False, tokens, repeats, args.threads)
+                if not args.skip_hf and not args.skip_eager:
                     print(f"[{name}] Hugging Face eager + output_attentions ...", flush=True)
                     res["HF eager+attn"] = hf_run(model_dir, image, "eager", True, tokens, repeats, args.threads)
                 if caps["generate"]:

@@ -81,6 +81,10 @@ pub struct Weights {
     dir: PathBuf,
     shards: Vec<Shard>,
     entries: BTreeMap<String, Entry>,
+    /// Host bytes that tensors being converted or sent to a device pass through, kept from one
+    /// tensor to the next: a buffer freed and taken again per tensor leaves the C heap holding
+    /// scattered free space (tens of MiB over a checkpoint).
+    staging: std::sync::Mutex<Option<Tensor>>,
 }
 
 impl std::fmt::Debug for Weights {
@@ -148,6 +152,7 @@ impl Weights {
             dir: dir.to_path_buf(),
             shards: Vec::new(),
             entries: BTreeMap::new(),
+            staging: std::sync::Mutex::new(None),
         };
         if single.is_file() {
             weights.add_file(&single)?;
@@ -390,8 +395,13 @@ impl Weights {
         }
         let torch_err = torch_error(name);
         let chunk = (STAGING_BYTES / elem).clamp(1, numel);
-        let staging =
-            Tensor::f_empty([chunk as i64], (stored_kind, Device::Cpu)).map_err(&torch_err)?;
+        let mut slot = self.staging.lock().unwrap_or_else(|e| e.into_inner());
+        let staging = staging_buffer(&mut slot, chunk * elem)
+            .and_then(|b| {
+                b.f_narrow(0, 0, (chunk * elem) as i64)?
+                    .f_view_dtype(stored_kind)
+            })
+            .map_err(&torch_err)?;
         let flat = target.f_view([-1]).map_err(&torch_err)?;
         for first in (0..numel).step_by(chunk) {
             let n = chunk.min(numel - first);
@@ -422,6 +432,20 @@ impl Weights {
             source,
         })
     }
+}
+
+/// A CPU byte buffer of at least `need` bytes, kept in `slot` for the next tensor.
+fn staging_buffer(
+    slot: &mut Option<Tensor>,
+    need: usize,
+) -> std::result::Result<Tensor, tch::TchError> {
+    if let Some(kept) = slot.as_ref().filter(|t| t.numel() >= need) {
+        return Ok(kept.shallow_clone());
+    }
+    *slot = None; // free a smaller one before taking the new one
+    let bytes = Tensor::f_empty([need as i64], (Kind::Uint8, Device::Cpu))?;
+    *slot = Some(bytes.shallow_clone());
+    Ok(bytes)
 }
 
 /// Turns a libtorch failure while loading `name` into a checkpoint error.
