@@ -303,12 +303,15 @@ def build_random_checkpoint(
     seed: int = 0,
     tied: bool = False,
     max_positions: int = 128000,
+    write_weights=None,
 ) -> tuple[dict, object]:
     """A random-weight Qwen2.5-VL with the tiny-flat tokenizer, template and special-token ids.
 
     Built with `_from_config` (transformers' own initialisation) directly on `device` in `dtype`,
     saved with `save_pretrained` (safetensors). The output rows of ids the tokenizer does not know,
     and of the special tokens, are zeroed so greedy decoding only emits ordinary text ids.
+    With `write_weights(model, out_dir)` the config is saved as usual and that function writes the
+    weights instead (for a model built on the `meta` device, which holds no values).
     Returns facts about the checkpoint (parameters, bytes, ids) and the model itself.
     """
     import torch
@@ -381,7 +384,12 @@ def build_random_checkpoint(
         rows[len(tok) :] = 0
         rows[special] = 0
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
+    if write_weights is None:
+        model.save_pretrained(str(out_dir))
+    else:
+        model.config.architectures = [type(model).__name__]
+        model.config.save_pretrained(str(out_dir))
+        write_weights(model, out_dir)
     cfg_path = out_dir / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["rhlens_random_weights"] = True
@@ -773,7 +781,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="runs per measurement, median reported (default 3)")
     parser.add_argument("--quick", action="store_true", help="32 tokens, one repeat")
     parser.add_argument("--skip-hf", action="store_true", help="rhlens only")
+    parser.add_argument("--skip-eager", action="store_true", help="no HF eager+attn (the slow one): HF sdpa vs rhlens")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for every run (default 2)")
+    parser.add_argument(
+        "--omp-passive",
+        action="store_true",
+        help="OMP_WAIT_POLICY=PASSIVE for every run: on a CPU shared with other work, idle OpenMP "
+        "threads sleep instead of spinning (spinning took 70%% of decode time under load)",
+    )
     parser.add_argument("--rhlens", type=Path, default=DEFAULT_BINARY, help="rhlens binary")
     parser.add_argument("--long", type=int, metavar="N", help="peak-memory mode: N new tokens on the mid config")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "rhlens-bench.json")
@@ -783,6 +798,8 @@ def main() -> None:
         return hf_worker(json.loads(args.hf_worker))
 
     os.environ.update({k: v for k, v in quiet_env().items() if k not in os.environ})
+    if args.omp_passive:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read by libgomp when each run starts
     repeats = args.repeats or (1 if args.quick else 3)
     default_tokens = {"tiny": 32 if args.quick else 256, "mid": 32 if args.quick else 128}
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -800,6 +817,7 @@ def main() -> None:
         "cpu": cpu_name(),
         "logical_cpus": os.cpu_count(),
         "threads": args.threads,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "load_average_at_start": os.getloadavg(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -830,6 +848,7 @@ def main() -> None:
                 if not args.skip_hf:
                     print(f"[{name}] Hugging Face sdpa ...", flush=True)
                     res["HF sdpa"] = hf_run(model_dir, image, "sdpa", False, tokens, repeats, args.threads)
+                if not args.skip_hf and not args.skip_eager:
                     print(f"[{name}] Hugging Face eager + output_attentions ...", flush=True)
                     res["HF eager+attn"] = hf_run(model_dir, image, "eager", True, tokens, repeats, args.threads)
                 if caps["generate"]:

@@ -1,14 +1,17 @@
 //! Memory-mapped safetensors weights, single file or sharded, under canonical Hub names.
 //!
-//! Files are mapped once at [`Weights::open`] and only their headers are parsed; a tensor's
-//! bytes are read when [`Weights::tensor`] asks for it. Every returned tensor owns its memory
-//! (nothing points into the mapping), so the tensors outlive the [`Weights`].
+//! Only the files' headers are parsed at [`Weights::open`]; a tensor's bytes are read when
+//! [`Weights::tensor`] asks for it, straight from the file into the tensor that is returned (or
+//! through a small staging buffer when it must be converted or moved to a device). Loading
+//! therefore holds each weight once in host memory: nothing stays mapped and no file page is
+//! counted twice. Every returned tensor owns its memory, so the tensors outlive the [`Weights`].
 //!
 //! Names are normalised to the layout of the original Hub checkpoints (`visual.*`, `model.*`,
 //! `lm_head.*`), whatever layout the files use; see [`canonical_name`].
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -52,9 +55,14 @@ pub fn canonical_name(stored: &str) -> String {
     stored.to_string()
 }
 
+/// Bytes staged on the host at a time when a tensor is converted on the CPU or sent to a device:
+/// host memory beyond the loaded weights stays at this, whatever the tensor's size.
+const STAGING_BYTES: usize = 64 << 20;
+
 struct Shard {
     path: PathBuf,
-    mmap: Mmap,
+    /// Read with positioned reads; the file is mapped only while its header is parsed.
+    file: File,
 }
 
 struct Entry {
@@ -73,6 +81,10 @@ pub struct Weights {
     dir: PathBuf,
     shards: Vec<Shard>,
     entries: BTreeMap<String, Entry>,
+    /// Host bytes that tensors being converted or sent to a device pass through, kept from one
+    /// tensor to the next: a buffer freed and taken again per tensor leaves the C heap holding
+    /// scattered free space (tens of MiB over a checkpoint).
+    staging: std::sync::Mutex<Option<Tensor>>,
 }
 
 impl std::fmt::Debug for Weights {
@@ -140,6 +152,7 @@ impl Weights {
             dir: dir.to_path_buf(),
             shards: Vec::new(),
             entries: BTreeMap::new(),
+            staging: std::sync::Mutex::new(None),
         };
         if single.is_file() {
             weights.add_file(&single)?;
@@ -218,8 +231,9 @@ impl Weights {
             source,
         };
         let file = File::open(path).map_err(io)?;
-        // SAFETY: the mapping is read-only; as with every mmap-based loader, the file must not be
-        // modified while rhlens runs. Tensors are copied out before use (see `tensor`).
+        // SAFETY: the mapping is read-only and lives only while the header is parsed and checked
+        // against the file's length (only the header's pages are touched); the tensors' bytes are
+        // read later with positioned reads, which fail cleanly if the file has changed.
         let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
         let (header_len, metadata) =
             SafeTensors::read_metadata(&mmap).map_err(|e| CheckpointError::Safetensors {
@@ -257,9 +271,10 @@ impl Weights {
                 },
             );
         }
+        drop(mmap);
         self.shards.push(Shard {
             path: path.to_path_buf(),
-            mmap,
+            file,
         });
         Ok(shard)
     }
@@ -312,8 +327,11 @@ impl Weights {
 
     /// Load a tensor as `kind` on `device`, checking its shape against `expected_shape`.
     ///
-    /// The result owns its memory. Costs one copy when the stored type and the device already
-    /// match the request, or one conversion (CPU) / one transfer plus conversion (GPU) otherwise.
+    /// The result owns its memory. When the stored type already is `kind` on the CPU, the bytes
+    /// are read from the file straight into the result (no other copy). Otherwise they pass through
+    /// a staging buffer of at most 64 MiB: converted chunk by chunk into the result on the CPU, or
+    /// sent to the device in the stored (usually smaller) type and converted there. Host memory
+    /// beyond the result is thus bounded by the staging buffer, whatever the tensor's size.
     pub fn tensor(
         &self,
         name: &str,
@@ -337,50 +355,115 @@ impl Weights {
                 name: canonical.clone(),
                 dtype: format!("{:?}", entry.dtype),
             })?;
-        let shard = &self.shards[entry.shard];
-        let bytes = &shard.mmap[entry.start..entry.end];
-        let torch_err = |e: tch::TchError| CheckpointError::Torch {
-            name: canonical.clone(),
-            msg: super::error::one_line(e),
-        };
-        let elem = entry.dtype.size();
-        let aligned = (bytes.as_ptr() as usize).is_multiple_of(elem);
-        let same_place = stored_kind == kind && device == Device::Cpu;
-        if !aligned {
-            // memcpy into a fresh CPU tensor: the safe path for misaligned data.
-            let owned =
-                Tensor::f_from_data_size(bytes, &entry.shape, stored_kind).map_err(torch_err)?;
-            if same_place {
-                return Ok(owned);
-            }
-            return owned
-                .f_to_device(device)
-                .and_then(|t| t.f_to_kind(kind))
-                .map_err(torch_err);
+        let torch_err = torch_error(&canonical);
+        if device == Device::Cpu && stored_kind == kind {
+            let out =
+                Tensor::f_empty(entry.shape.as_slice(), (kind, device)).map_err(&torch_err)?;
+            self.read_into(entry, entry.start, &out)?;
+            return Ok(out);
         }
-        // SAFETY: `bytes` is a live, aligned, read-only slice of the mapping holding exactly
-        // numel * elem bytes (validated by safetensors). The view is used only within this
-        // function, and each branch below materialises a new tensor with its own storage:
-        // `empty_like` + `copy_`, `to_kind` to a different kind, or `to_device` to a non-CPU
-        // device. Nothing ever writes through the view.
-        let view = unsafe {
-            Tensor::f_from_blob(bytes.as_ptr(), &entry.shape, &[], stored_kind, Device::Cpu)
-        }
-        .map_err(torch_err)?;
-        let out = if same_place {
-            // One copy, without the zero-fill of `from_data_size`.
-            view.f_empty_like().and_then(|mut t| {
-                t.f_copy_(&view)?;
-                Ok(t)
-            })
-        } else if device == Device::Cpu {
-            view.f_to_kind(kind) // kind != stored_kind here
+        // On a device the bytes arrive in the stored type (the smaller transfer, as stored) and
+        // are converted there; on the CPU each chunk is converted as it is copied into the result.
+        let landing_kind = if device == Device::Cpu {
+            kind
         } else {
-            // Transfer in the stored (usually smaller) type, then convert on the device.
-            view.f_to_device(device).and_then(|t| t.f_to_kind(kind))
+            stored_kind
+        };
+        let landed =
+            Tensor::f_empty(entry.shape.as_slice(), (landing_kind, device)).map_err(&torch_err)?;
+        self.stage_into(entry, stored_kind, &landed, &canonical)?;
+        if landing_kind == kind {
+            Ok(landed)
+        } else {
+            landed.f_to_kind(kind).map_err(torch_err)
         }
-        .map_err(torch_err)?;
-        drop(view);
-        Ok(out)
     }
+
+    /// Copy an entry's bytes into `target` (same shape, any kind, any device) through a host
+    /// staging buffer of the stored type, one chunk of at most [`STAGING_BYTES`] at a time.
+    fn stage_into(
+        &self,
+        entry: &Entry,
+        stored_kind: Kind,
+        target: &Tensor,
+        name: &str,
+    ) -> Result<()> {
+        let elem = entry.dtype.size();
+        let numel = (entry.end - entry.start) / elem;
+        if numel == 0 {
+            return Ok(());
+        }
+        let torch_err = torch_error(name);
+        let chunk = (STAGING_BYTES / elem).clamp(1, numel);
+        let mut slot = self.staging.lock().unwrap_or_else(|e| e.into_inner());
+        let staging = staging_buffer(&mut slot, chunk * elem)
+            .and_then(|b| {
+                b.f_narrow(0, 0, (chunk * elem) as i64)?
+                    .f_view_dtype(stored_kind)
+            })
+            .map_err(&torch_err)?;
+        let flat = target.f_view([-1]).map_err(&torch_err)?;
+        for first in (0..numel).step_by(chunk) {
+            let n = chunk.min(numel - first);
+            let part = staging.f_narrow(0, 0, n as i64).map_err(&torch_err)?;
+            self.read_into(entry, entry.start + first * elem, &part)?;
+            flat.f_narrow(0, first as i64, n as i64)
+                .and_then(|mut dest| dest.f_copy_(&part))
+                .map_err(&torch_err)?;
+        }
+        Ok(())
+    }
+
+    /// Fill the contiguous CPU tensor `dest` with the entry's file bytes starting at `offset`.
+    fn read_into(&self, entry: &Entry, offset: usize, dest: &Tensor) -> Result<()> {
+        let shard = &self.shards[entry.shard];
+        let len = dest.numel() * entry.dtype.size();
+        debug_assert!(dest.is_contiguous() && dest.device() == Device::Cpu);
+        debug_assert!(offset + len <= entry.end);
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: `dest` is a contiguous CPU tensor allocated by the caller for this read, whose
+        // storage holds exactly `len` bytes from `data_ptr`; nothing else reads or writes it
+        // while the slice lives.
+        let buf = unsafe { std::slice::from_raw_parts_mut(dest.data_ptr() as *mut u8, len) };
+        read_exact_at(&shard.file, buf, offset as u64).map_err(|source| CheckpointError::Io {
+            path: shard.path.clone(),
+            source,
+        })
+    }
+}
+
+/// A CPU byte buffer of at least `need` bytes, kept in `slot` for the next tensor.
+fn staging_buffer(
+    slot: &mut Option<Tensor>,
+    need: usize,
+) -> std::result::Result<Tensor, tch::TchError> {
+    if let Some(kept) = slot.as_ref().filter(|t| t.numel() >= need) {
+        return Ok(kept.shallow_clone());
+    }
+    *slot = None; // free a smaller one before taking the new one
+    let bytes = Tensor::f_empty([need as i64], (Kind::Uint8, Device::Cpu))?;
+    *slot = Some(bytes.shallow_clone());
+    Ok(bytes)
+}
+
+/// Turns a libtorch failure while loading `name` into a checkpoint error.
+fn torch_error(name: &str) -> impl Fn(tch::TchError) -> CheckpointError + '_ {
+    move |e| CheckpointError::Torch {
+        name: name.to_string(),
+        msg: super::error::one_line(e),
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(buf)
 }
