@@ -17,6 +17,8 @@
 //! - `sweep_*` and one directory per setting for a sweep;
 //! - `rhauc`, `accuracy_vs_length`, `reasoning_vs_perception` for metrics files.
 
+pub mod aggregate;
+pub mod aggregate_figures;
 pub mod charts;
 pub mod colormap;
 pub mod draw;
@@ -25,7 +27,9 @@ pub mod maps;
 pub mod output;
 pub mod overlay;
 pub mod pchip;
+pub mod pdf;
 pub mod results;
+pub mod stats;
 pub mod style;
 pub mod sweep;
 pub mod trace_figures;
@@ -295,5 +299,48 @@ pub fn render_results(rows: &[MetricsRow], out: &Path, opts: &RenderOptions) -> 
                 .push(format!("{}: RH-AUC undefined: {why}", g.label));
         }
     }
+    Ok(done)
+}
+
+/// Figures of an aggregate summary (`aggregate.json`) into `out/`.
+pub fn render_aggregate(
+    summary: &aggregate::AggregateSummary,
+    out: &Path,
+    opts: &RenderOptions,
+) -> Result<Rendered> {
+    opts.check()?;
+    let mut done = Rendered {
+        notes: summary
+            .skipped
+            .iter()
+            .map(|s| format!("left out: {s}"))
+            .collect(),
+        ..Default::default()
+    };
+    draw_table(
+        aggregate_figures::AGGREGATE_FIGURES,
+        summary,
+        out,
+        opts,
+        &mut done,
+    )?;
+    Ok(done)
+}
+
+/// The layer-allocation figures of `layers` outputs (label, allocation) into `out/`.
+pub fn render_allocations(
+    models: &[(String, aggregate_figures::Allocation)],
+    out: &Path,
+    opts: &RenderOptions,
+) -> Result<Rendered> {
+    opts.check()?;
+    let mut done = Rendered::default();
+    draw_table(
+        aggregate_figures::ALLOCATION_FIGURES,
+        models,
+        out,
+        opts,
+        &mut done,
+    )?;
     Ok(done)
 }
