@@ -145,9 +145,15 @@ pub struct Found {
 /// correctness.
 pub fn find_traces(paths: &[PathBuf]) -> Result<Vec<Found>> {
     let mut dirs = Vec::new();
+    let mut from_runs = Vec::new();
     for p in paths {
         if p.join(TRACE_JSON).is_file() {
             dirs.push(p.clone());
+            continue;
+        }
+        if p.join("results.jsonl").is_file() {
+            // an eval run (a merged one too): its records name their traces
+            from_runs.extend(run_traces(p)?);
             continue;
         }
         if !p.is_dir() {
@@ -168,7 +174,44 @@ pub fn find_traces(paths: &[PathBuf]) -> Result<Vec<Found>> {
         }
     }
     let mut runs = RunIndex::default();
-    dirs.into_iter().map(|d| runs.find(d)).collect()
+    let mut found: Vec<Found> = dirs
+        .into_iter()
+        .map(|d| runs.find(d))
+        .collect::<Result<_>>()?;
+    found.extend(from_runs);
+    Ok(found)
+}
+
+/// The traces an eval run's `results.jsonl` names (where they were written, else under the
+/// run's `traces/`), with their settings and, once scored, their correctness.
+fn run_traces(run: &Path) -> Result<Vec<Found>> {
+    let mut out = Vec::new();
+    for (recorded, (key, value, correct)) in index_run(run)? {
+        let dir = PathBuf::from(&recorded);
+        let local = dir.file_name().map(|n| run.join("traces").join(n));
+        let dir = match local {
+            Some(local) if !dir.join(TRACE_JSON).is_file() => local,
+            _ => dir,
+        };
+        if !dir.join(TRACE_JSON).is_file() {
+            bail!(
+                "{}: the trace {recorded} named in its results.jsonl is missing",
+                run.display()
+            );
+        }
+        out.push(Found {
+            dir,
+            setting: Some((key, value)),
+            correct,
+        });
+    }
+    if out.is_empty() {
+        bail!(
+            "{}: its results.jsonl names no traces (run eval with --traces)",
+            run.display()
+        );
+    }
+    Ok(out)
 }
 
 fn child_traces(base: &Path) -> Result<Vec<PathBuf>> {
@@ -183,11 +226,14 @@ fn child_traces(base: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Per trace: (setting key, value, correct).
+type TraceInfo = (String, f64, Option<bool>);
+
 /// What eval runs and sweeps say about their traces, read once per run.
 #[derive(Default)]
 struct RunIndex {
-    /// Per run directory: trace folder name → (setting key, value, correct).
-    runs: BTreeMap<PathBuf, BTreeMap<String, (String, f64, Option<bool>)>>,
+    /// Per run directory: trace folder name → what the run says about it.
+    runs: BTreeMap<PathBuf, BTreeMap<String, TraceInfo>>,
 }
 
 impl RunIndex {
@@ -203,8 +249,14 @@ impl RunIndex {
             parent
         };
         if !self.runs.contains_key(&run) {
-            let index = index_run(&run)?;
-            self.runs.insert(run.clone(), index);
+            let by_name = index_run(&run)?
+                .into_iter()
+                .filter_map(|(path, info)| {
+                    let name = Path::new(&path).file_name()?.to_str()?.to_string();
+                    Some((name, info))
+                })
+                .collect();
+            self.runs.insert(run.clone(), by_name);
         }
         let hit = self.runs[&run].get(&name);
         Ok(Found {
@@ -215,18 +267,15 @@ impl RunIndex {
     }
 }
 
-/// Trace folder name → (setting, value, correct) of an eval run or a sweep (empty for neither).
-fn index_run(run: &Path) -> Result<BTreeMap<String, (String, f64, Option<bool>)>> {
+/// Trace path as recorded → (setting, value, correct) of an eval run or a sweep (empty for
+/// neither).
+fn index_run(run: &Path) -> Result<BTreeMap<String, TraceInfo>> {
     let mut out = BTreeMap::new();
     if run.join("summary.json").is_file() {
         if let Ok(summary) = SweepSummary::read(run) {
             for row in summary.rows {
-                let name = Path::new(&row.trace)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().to_string());
-                if let Some(name) = name {
-                    out.insert(name, (row.setting, row.value, None));
-                }
+                let path = run.join(&row.trace).display().to_string();
+                out.insert(path, (row.setting, row.value, None));
             }
         }
         return Ok(out);
@@ -251,11 +300,7 @@ fn index_run(run: &Path) -> Result<BTreeMap<String, (String, f64, Option<bool>)>
             .as_ref()
             .and_then(|s| s.get("trace"))
             .and_then(|t| t.as_str())
-            .and_then(|t| {
-                Path::new(t)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-            });
+            .map(str::to_string);
         if let Some(name) = trace {
             let correct = verdicts.get(&r.key().to_string()).copied();
             out.insert(name, (r.setting.clone(), r.setting_value, correct));
