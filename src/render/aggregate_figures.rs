@@ -316,7 +316,7 @@ fn decay_map(a: &AggregateSummary, opts: &RenderOptions) -> Vec<Named> {
         ));
     }
     let fig = MatrixFigure {
-        title: "Visual share by layer and step: more thinking, less seeing?".into(),
+        title: "Visual share by layer and generation step".into(),
         subtitles: subs,
         x_label: "Generation step (token)".into(),
         y_label: "Layer".into(),

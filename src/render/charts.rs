@@ -836,14 +836,15 @@ impl Figure for MatrixFigure {
         let cb_w = st.px(colorbar_width(norm, &self.colorbar_label));
         let (left, right) = body.split_horizontally(bw as i32 - cb_w);
         let mut rest = left;
-        let total: f64 = self.panels.iter().map(|p| self.panel_height(p)).sum();
+        let mut remaining: f64 = self.panels.iter().map(|p| self.panel_height(p)).sum();
         for (i, p) in self.panels.iter().enumerate() {
             let (_, h) = rest.dim_in_pixel();
             let take = if i + 1 == self.panels.len() {
                 h as i32
             } else {
-                (h as f64 * self.panel_height(p) / total).round() as i32
+                (h as f64 * self.panel_height(p) / remaining).round() as i32
             };
+            remaining -= self.panel_height(p);
             let (cell, below) = rest.split_vertically(take);
             rest = below;
             let area = panel_title(&cell, st, &p.title)?;

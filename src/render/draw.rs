@@ -301,7 +301,7 @@ pub fn draw_colorbar<DB: DrawingBackend>(
         )?;
     }
     let label_style = st.axis_label();
-    let line_h = st.font_px(super::style::AXIS_LABEL_SIZE) as i32 + st.px(2.0);
+    let line_h = (st.font_px(super::style::AXIS_LABEL_SIZE) * 1.3).round() as i32;
     let lines = wrap_text(label, &label_style, bar_h, 2);
     for (i, line) in lines.iter().enumerate() {
         let lx = x0 + bar_w + st.px(16.0) + max_label + line_h / 2 + line_h * i as i32;
@@ -327,12 +327,13 @@ pub fn colorbar_width(norm: Norm, label: &str) -> f64 {
         .unwrap_or(0) as f64;
     let lines = if label.is_empty() {
         0.0
-    } else if text_width(label, &st.axis_label()) > 300 {
+    } else if text_width(label, &st.axis_label()) > 140 {
+        // a short bar wraps the label onto a second line
         2.0
     } else {
         1.0
     };
-    let line_h = st.font_px(super::style::AXIS_LABEL_SIZE) + 2.0;
+    let line_h = st.font_px(super::style::AXIS_LABEL_SIZE) * 1.3;
     (6.0 + 16.0 + 16.0 + widest + lines * line_h + 8.0).max(COLORBAR_WIDTH * 0.6)
 }
 
