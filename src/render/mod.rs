@@ -16,6 +16,12 @@
 //! - `compare_*` when several traces are given;
 //! - `sweep_*` and one directory per setting for a sweep;
 //! - `rhauc`, `accuracy_vs_length`, `reasoning_vs_perception` for metrics files.
+//! - `aggregate.json` and `aggregate_*`, `decay_map` (and `decay_map_settings` by setting) for
+//!   many traces ([`render_aggregate`]);
+//! - `allocation_layers`, `allocation_layers_bars` for `layers` outputs ([`render_allocations`]).
+//!
+//! With `Canvas::paper`, titles and subtitles are dropped, figures are sized for a two-column
+//! paper and a PDF is written beside each PNG ([`pdf`]).
 
 pub mod aggregate;
 pub mod aggregate_figures;
