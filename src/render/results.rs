@@ -373,7 +373,7 @@ pub fn rhauc_figure(groups: &[MetricsGroup]) -> ChartFigure {
         extra_legend: vec![
             LegendEntry::new("settings (trapezoid edge)", MUTED, Swatch::LineMarker),
             LegendEntry::new("area = RH-AUC", MUTED, Swatch::Box),
-            LegendEntry::new("PCHIP (guide, not the area)", MUTED, Swatch::Dashed),
+            LegendEntry::new("PCHIP curve (guide, not the area)", MUTED, Swatch::Dashed),
         ],
     }
 }
