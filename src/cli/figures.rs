@@ -7,6 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args, ValueEnum};
 
 use crate::formats::trace::{Trace, TraceError};
+use crate::render::aggregate::{self, AggregateSummary, GroupBy, AGGREGATE_FILE};
+use crate::render::aggregate_figures::Allocation;
 use crate::render::traces::IMAGE_NOT_FOUND;
 use crate::render::{
     self, Canvas, ColorScale, Colormap, LayerSelection, LengthAxis, RenderOptions, Rendered,
@@ -19,7 +21,7 @@ use crate::render::{
     ArgGroup::new("inputs")
         .required(true)
         .multiple(true)
-        .args(["trace", "sweep", "results"])
+        .args(["trace", "sweep", "results", "traces", "aggregate", "allocation"])
 ))]
 pub struct FiguresArgs {
     /// Trace directories (from `rhlens trace`); two or more are also compared side by side
@@ -35,6 +37,31 @@ pub struct FiguresArgs {
     /// [default: none]
     #[arg(long, num_args = 1.., value_name = "FILE")]
     pub results: Vec<PathBuf>,
+
+    /// Traces to aggregate: trace directories, or directories holding them (an eval run, its
+    /// `traces/`, a sweep), e.g. a shell glob such as runs/*/traces/*; writes OUT/aggregate.json
+    /// and draws the mean and 95% interval across traces per group [default: none]
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    pub traces: Vec<PathBuf>,
+
+    /// How --traces are grouped: by model name, by the eval or sweep setting, or by whether the
+    /// answer was scored correct (a scored eval run's scores.jsonl)
+    #[arg(long, value_enum, default_value_t = GroupByArg::Model, requires = "traces")]
+    pub group_by: GroupByArg,
+
+    /// An aggregate summary written by --traces (OUT/aggregate.json) to draw again [default: none]
+    #[arg(long, value_name = "FILE", conflicts_with = "traces")]
+    pub aggregate: Option<PathBuf>,
+
+    /// Outputs of `rhlens layers` (directories holding allocation.json), one line per model in
+    /// the layer-allocation figure [default: none]
+    #[arg(long, num_args = 1.., value_name = "DIR")]
+    pub allocation: Vec<PathBuf>,
+
+    /// Publication mode: no titles or provenance lines, 3.3 in (one panel) or 6.9 in (several)
+    /// wide at 300 dpi, smaller text, and a PDF of every figure
+    #[arg(long)]
+    pub paper: bool,
 
     /// Output directory (created if missing); one that already holds files is refused unless
     /// --force
@@ -149,6 +176,26 @@ impl From<ColormapArg> for Colormap {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GroupByArg {
+    /// The model name each trace records
+    Model,
+    /// The setting (budget=100, waits=2, ...) of the eval run or sweep that wrote the trace
+    Setting,
+    /// Correct or incorrect answer (scores.jsonl of a scored eval run)
+    Correct,
+}
+
+impl From<GroupByArg> for GroupBy {
+    fn from(g: GroupByArg) -> GroupBy {
+        match g {
+            GroupByArg::Model => GroupBy::Model,
+            GroupByArg::Setting => GroupBy::Setting,
+            GroupByArg::Correct => GroupBy::Correct,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum UpsampleArg {
     /// Bilinear between token centres
     Smooth,
@@ -178,6 +225,8 @@ impl FiguresArgs {
         let scale = match self.dpi {
             Some(d) if d > 0.0 => d / 100.0,
             Some(d) => bail!("--dpi must be positive, got {d}"),
+            // publication mode prints at 300 dpi unless asked otherwise
+            None if self.paper && self.scale == 1.0 => 3.0,
             None => self.scale,
         };
         Ok(RenderOptions {
@@ -187,6 +236,8 @@ impl FiguresArgs {
                 scale,
                 png: true,
                 svg: self.svg,
+                paper: self.paper,
+                text: 1.0,
             },
             colormap: self.colormap.into(),
             alpha: self.alpha,
@@ -222,6 +273,8 @@ pub fn run(args: FiguresArgs) -> Result<()> {
     for f in &args.results {
         rows.extend(render::results::read_metrics(f)?);
     }
+    let summary = read_aggregate(&args)?;
+    let allocations = read_allocations(&args.allocation)?;
     let holds_files = fs::read_dir(&args.out).is_ok_and(|mut d| d.next().is_some());
     if holds_files && !args.force {
         bail!(
@@ -243,6 +296,32 @@ pub fn run(args: FiguresArgs) -> Result<()> {
     if !args.results.is_empty() {
         merge(&mut all, render::render_results(&rows, &args.out, &opts)?);
     }
+    if let Some(summary) = summary {
+        let mut drawn = Rendered::default();
+        if !args.traces.is_empty() {
+            // figures are drawn from the saved file, as a later --aggregate draws them again
+            let path = args.out.join(AGGREGATE_FILE);
+            summary.write(&path)?;
+            drawn.files.push(path.clone());
+            let saved = AggregateSummary::read(&path)?;
+            merge(
+                &mut drawn,
+                render::render_aggregate(&saved, &args.out, &opts)?,
+            );
+        } else {
+            merge(
+                &mut drawn,
+                render::render_aggregate(&summary, &args.out, &opts)?,
+            );
+        }
+        merge(&mut all, drawn);
+    }
+    if !allocations.is_empty() {
+        merge(
+            &mut all,
+            render::render_allocations(&allocations, &args.out, &opts)?,
+        );
+    }
     if args.json {
         let v = serde_json::json!({
             "files": all.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
@@ -253,6 +332,43 @@ pub fn run(args: FiguresArgs) -> Result<()> {
         report(&all, &args.out, args.quiet);
     }
     Ok(())
+}
+
+/// The aggregate of `--traces` (computed) or `--aggregate` (read), if asked for.
+fn read_aggregate(args: &FiguresArgs) -> Result<Option<AggregateSummary>> {
+    if let Some(path) = &args.aggregate {
+        return AggregateSummary::read(path).map(Some);
+    }
+    if args.traces.is_empty() {
+        return Ok(None);
+    }
+    let found = aggregate::find_traces(&args.traces)?;
+    aggregate::aggregate(&found, args.group_by.into(), args.allow_partial)
+        .map(Some)
+        .map_err(with_flags)
+}
+
+/// The `--allocation` outputs, labelled by their model names (repeats get `-2`, ...).
+fn read_allocations(dirs: &[PathBuf]) -> Result<Vec<(String, Allocation)>> {
+    let mut out: Vec<(String, Allocation)> = Vec::new();
+    for d in dirs {
+        let a = Allocation::read(d)?;
+        let base = if a.model.is_empty() {
+            d.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_else(|| "model".into())
+        } else {
+            a.model.clone()
+        };
+        let mut label = base.clone();
+        let mut k = 2;
+        while out.iter().any(|(l, _)| *l == label) {
+            label = format!("{base}-{k}");
+            k += 1;
+        }
+        out.push((label, a));
+    }
+    Ok(out)
 }
 
 /// The `--trace` directories read, with their labels.

@@ -768,6 +768,7 @@ mod tests {
             role_attention_heads: None,
             visual_attention: maps,
             visual_attention_windows: None,
+            visual_attention_steps: None,
             visual_attention_heads: None,
             vision_attention: None,
             prompt_role_attention: None,

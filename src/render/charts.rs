@@ -10,9 +10,9 @@ use plotters::style::text_anchor::{HPos, VPos};
 
 use super::colormap::{Colormap, Norm};
 use super::draw::{
-    auto_cols, decimals_for, draw_colorbar, draw_legend, draw_title_block, fit_text, legend_height,
-    legend_rows, nice_int_ticks, nice_ticks, text, title_block_height, title_block_min_width,
-    LegendEntry, Swatch, COLORBAR_WIDTH,
+    auto_cols, colorbar_width, decimals_for, draw_colorbar, draw_legend, draw_title_block,
+    fit_text, legend_height, legend_rows, nice_int_ticks, nice_ticks, text, title_block_min_width,
+    title_height, LegendEntry, Swatch,
 };
 use super::output::{DrawResultExt, Figure};
 use super::style::{format_tick, Style, GRID, TEXT};
@@ -78,6 +78,16 @@ pub struct Fill {
     pub label: String,
 }
 
+/// A shaded band between a lower and an upper curve (an interval around a mean), drawn under
+/// the series.
+#[derive(Debug, Clone)]
+pub struct Band {
+    /// (x, lower, upper), in x order; one contiguous stretch.
+    pub points: Vec<(f64, f64, f64)>,
+    pub color: RGBColor,
+    pub alpha: f64,
+}
+
 /// A text label next to a data point.
 #[derive(Debug, Clone)]
 pub struct Annotation {
@@ -96,6 +106,8 @@ pub struct ChartPanel {
     pub series: Vec<Series>,
     pub vlines: Vec<VLine>,
     pub fills: Vec<Fill>,
+    /// Intervals drawn under the series.
+    pub bands: Vec<Band>,
     pub annotations: Vec<Annotation>,
     /// Axis ranges (None: the data range with a margin).
     pub x_range: Option<(f64, f64)>,
@@ -191,7 +203,7 @@ impl Figure for ChartFigure {
             .max(title_block_min_width(&self.title, &self.subtitles).min(1400.0));
         let st = Style::new(1.0);
         let legend_rows = legend_rows(&self.legend(), &st, (w - 20.0) as i32).len();
-        let h = title_block_height(self.subtitles.len())
+        let h = title_height(&self.title, &self.subtitles)
             + legend_height(legend_rows)
             + rows as f64 * self.panel_size.1
             + MARGIN;
@@ -271,6 +283,8 @@ struct Axes {
     y: (f64, f64),
     x_ticks: Vec<f64>,
     y_ticks: Vec<f64>,
+    /// Labels of the x ticks (None: their values).
+    x_labels: Option<Vec<String>>,
 }
 
 fn axes(x: (f64, f64), y: (f64, f64), w_px: i32, h_px: i32, st: &Style, x_integer: bool) -> Axes {
@@ -285,6 +299,7 @@ fn axes(x: (f64, f64), y: (f64, f64), w_px: i32, h_px: i32, st: &Style, x_intege
             nice_ticks(x.0, x.1, nx)
         },
         y_ticks: nice_ticks(y.0, y.1, ny),
+        x_labels: None,
     }
 }
 
@@ -364,14 +379,18 @@ fn build_chart_with<'a, DB: DrawingBackend>(
     let tick_len = st.px(5.0);
     let axis = ShapeStyle::from(&TEXT).stroke_width(1);
     let to_px = |v: f64, lo: f64, hi: f64, n: u32| (v - lo) / (hi - lo) * (n as f64 - 1.0);
-    for &t in &ax.x_ticks {
+    for (i, &t) in ax.x_ticks.iter().enumerate() {
         let x = px0 - abs_x0 + to_px(t, ax.x.0, ax.x.1, pw).round() as i32;
+        let label = match &ax.x_labels {
+            Some(l) => l.get(i).cloned().unwrap_or_default(),
+            None => x_fmt(&t),
+        };
         let y = py0 - abs_y0 + ph as i32;
         area.draw(&PathElement::new(vec![(x, y), (x, y + tick_len)], axis))
             .draw_ctx()?;
         text(
             area,
-            &x_fmt(&t),
+            &label,
             (x, y + tick_len + st.px(3.0)),
             &tick,
             HPos::Center,
@@ -430,7 +449,12 @@ fn panel_ranges(p: &ChartPanel) -> ((f64, f64), (f64, f64)) {
         .series
         .iter()
         .flat_map(|s| s.points.iter().map(|q| q.1))
-        .chain(p.fills.iter().flat_map(|f| f.points.iter().map(|q| q.1)));
+        .chain(p.fills.iter().flat_map(|f| f.points.iter().map(|q| q.1)))
+        .chain(
+            p.bands
+                .iter()
+                .flat_map(|b| b.points.iter().flat_map(|q| [q.1, q.2])),
+        );
     let x = p
         .x_range
         .unwrap_or_else(|| padded(data_range(xs).unwrap_or((0.0, 1.0)), 0.03));
@@ -464,6 +488,16 @@ fn draw_chart_panel<DB: DrawingBackend>(
                 f.baseline,
                 f.color.mix(f.alpha),
             ))
+            .draw_ctx()?;
+    }
+    for b in &p.bands {
+        let mut outline: Vec<(f64, f64)> = b.points.iter().map(|q| (q.0, q.2)).collect();
+        outline.extend(b.points.iter().rev().map(|q| (q.0, q.1)));
+        chart
+            .draw_series(std::iter::once(Polygon::new(
+                outline,
+                b.color.mix(b.alpha).filled(),
+            )))
             .draw_ctx()?;
     }
     for v in &p.vlines {
@@ -650,7 +684,7 @@ impl Figure for StackFigure {
             .max(title_block_min_width(&self.title, &self.subtitles).min(1400.0));
         let st = Style::new(1.0);
         let rows = legend_rows(&self.legend(), &st, (w - 20.0) as i32).len();
-        let h = title_block_height(self.subtitles.len())
+        let h = title_height(&self.title, &self.subtitles)
             + legend_height(rows)
             + self.panel_size.1
             + MARGIN;
@@ -717,27 +751,63 @@ impl Figure for StackFigure {
     }
 }
 
-/// A matrix heatmap: `values[row][col]`, rows labelled (categorical), columns at x positions.
+/// One heatmap panel: `values[row][col]`, rows labelled (categorical, listed from the top),
+/// columns at x positions (or categories, when `x_labels` names them).
+#[derive(Debug, Clone, Default)]
+pub struct MatrixPanel {
+    pub title: String,
+    pub x: Vec<f64>,
+    /// Tick labels of the columns, one per x (None: numeric ticks).
+    pub x_labels: Option<Vec<String>>,
+    pub row_labels: Vec<String>,
+    pub values: Vec<Vec<f64>>,
+}
+
+/// Matrix heatmaps stacked vertically, on one colour scale with one colorbar.
 #[derive(Debug, Clone)]
 pub struct MatrixFigure {
     pub title: String,
     pub subtitles: Vec<String>,
     pub x_label: String,
     pub y_label: String,
-    pub x: Vec<f64>,
-    pub row_labels: Vec<String>,
-    pub values: Vec<Vec<f64>>,
+    pub panels: Vec<MatrixPanel>,
     pub colormap: Colormap,
     pub colorbar_label: String,
+    /// Layout height of one row (rows are labelled every few rows when this is small).
+    pub row_height: f64,
+}
+
+impl MatrixFigure {
+    /// One panel without a title.
+    pub fn single(panel: MatrixPanel) -> Vec<MatrixPanel> {
+        vec![panel]
+    }
+
+    fn norm(&self) -> Norm {
+        Norm::from_values(
+            self.panels
+                .iter()
+                .flat_map(|p| p.values.iter().flatten().copied()),
+        )
+    }
+
+    fn panel_height(&self, p: &MatrixPanel) -> f64 {
+        let title = if p.title.is_empty() {
+            0.0
+        } else {
+            PANEL_TITLE_H
+        };
+        title + X_AREA + (p.row_labels.len() as f64 * self.row_height).clamp(160.0, 900.0)
+    }
 }
 
 impl Figure for MatrixFigure {
     fn size(&self) -> (u32, u32) {
-        let cols = self.x.len() as f64;
-        let rows = self.row_labels.len() as f64;
+        let cols = self.panels.iter().map(|p| p.x.len()).max().unwrap_or(1) as f64;
         let longest = self
-            .row_labels
+            .panels
             .iter()
+            .flat_map(|p| p.row_labels.iter())
             .map(|l| l.chars().count())
             .max()
             .unwrap_or(4) as f64;
@@ -745,11 +815,14 @@ impl Figure for MatrixFigure {
             + Y_AREA
             + longest * 7.0
             + (cols * 24.0).clamp(560.0, 1100.0)
-            + COLORBAR_WIDTH)
-            .max(title_block_min_width(&self.title, &self.subtitles).min(1400.0));
-        let h = title_block_height(self.subtitles.len())
-            + X_AREA
-            + (rows * 26.0).clamp(160.0, 900.0)
+            + colorbar_width(self.norm(), &self.colorbar_label))
+        .max(title_block_min_width(&self.title, &self.subtitles).min(1400.0));
+        let h = title_height(&self.title, &self.subtitles)
+            + self
+                .panels
+                .iter()
+                .map(|p| self.panel_height(p))
+                .sum::<f64>()
             + 2.0 * MARGIN;
         (w.round() as u32, h.round() as u32)
     }
@@ -759,65 +832,122 @@ impl Figure for MatrixFigure {
         let margin = st.px(MARGIN);
         let body = body.margin(st.px(6.0), margin, margin, margin);
         let (bw, _) = body.dim_in_pixel();
-        let (left, right) = body.split_horizontally(bw as i32 - st.px(COLORBAR_WIDTH));
-        let norm = Norm::from_values(self.values.iter().flatten().copied());
-        let nrows = self.row_labels.len();
-        let spacing = self
-            .x
-            .windows(2)
-            .map(|w| (w[1] - w[0]).abs())
-            .fold(f64::INFINITY, f64::min);
-        let spacing = if spacing.is_finite() && spacing > 0.0 {
-            spacing
-        } else {
-            1.0
-        };
-        let (lo, hi) = data_range(self.x.iter().copied()).unwrap_or((0.0, 1.0));
-        let label_w = self
-            .row_labels
-            .iter()
-            .map(|l| super::style::text_width(l, &st.tick()))
-            .max()
-            .unwrap_or(0);
-        let y_area = st.px(40.0) + label_w;
-        let (lw, lh) = left.dim_in_pixel();
-        let x = (lo - spacing / 2.0, hi + spacing / 2.0);
-        let integer = self.x.iter().all(|v| v.fract() == 0.0);
-        let mut ax = axes(
-            x,
-            (0.0, nrows.max(1) as f64),
-            lw as i32 - y_area,
-            lh as i32,
-            st,
-            integer,
-        );
-        ax.x_ticks.retain(|t| *t >= lo - 1e-9 && *t <= hi + 1e-9);
-        // Categories are listed from the top: band k (from the bottom) is row nrows-1-k.
-        let cats: Vec<String> = self.row_labels.iter().rev().cloned().collect();
-        let mut chart = build_chart_with(
-            &left,
-            st,
-            &ax,
-            &self.x_label,
-            &self.y_label,
-            Some(&cats),
-            y_area,
-        )?;
-        let lut = self.colormap.lut();
-        for (r, row) in self.values.iter().enumerate() {
-            let y0 = (nrows - 1 - r) as f64;
-            for (c, &v) in row.iter().enumerate() {
-                let xv = self.x[c];
-                let [cr, cg, cb] = lut.at(norm.t(v));
-                chart
-                    .draw_series(std::iter::once(Rectangle::new(
-                        [(xv - spacing / 2.0, y0), (xv + spacing / 2.0, y0 + 1.0)],
-                        RGBColor(cr, cg, cb).filled(),
-                    )))
-                    .draw_ctx()?;
-            }
+        let norm = self.norm();
+        let cb_w = st.px(colorbar_width(norm, &self.colorbar_label));
+        let (left, right) = body.split_horizontally(bw as i32 - cb_w);
+        let mut rest = left;
+        let mut remaining: f64 = self.panels.iter().map(|p| self.panel_height(p)).sum();
+        for (i, p) in self.panels.iter().enumerate() {
+            let (_, h) = rest.dim_in_pixel();
+            let take = if i + 1 == self.panels.len() {
+                h as i32
+            } else {
+                (h as f64 * self.panel_height(p) / remaining).round() as i32
+            };
+            remaining -= self.panel_height(p);
+            let (cell, below) = rest.split_vertically(take);
+            rest = below;
+            let area = panel_title(&cell, st, &p.title)?;
+            draw_matrix_panel(&area, st, self, p, norm)?;
         }
-        let cb = right.margin(st.px(6.0), st.px(X_AREA), 0, 0);
+        let top = if self.panels.first().is_some_and(|p| !p.title.is_empty()) {
+            st.px(PANEL_TITLE_H)
+        } else {
+            0
+        };
+        let cb = right.margin(top + st.px(6.0), st.px(X_AREA), 0, 0);
         draw_colorbar(&cb, st, self.colormap, norm, &self.colorbar_label)
     }
+}
+
+/// Every `k`-th row label, so that labels do not overlap when rows are short.
+fn thinned(labels: &[String], row_px: f64, st: &Style) -> Vec<String> {
+    let need = st.font_px(super::style::TICK_SIZE) * 1.15;
+    let k = (need / row_px.max(1e-9)).ceil().max(1.0) as usize;
+    let n = labels.len();
+    // keep the bottom row's label (listed last) and every k-th above it
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            if (n - 1 - i) % k == 0 {
+                l.clone()
+            } else {
+                String::new()
+            }
+        })
+        .collect()
+}
+
+fn draw_matrix_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    st: &Style,
+    fig: &MatrixFigure,
+    p: &MatrixPanel,
+    norm: Norm,
+) -> Result<()> {
+    let nrows = p.row_labels.len();
+    let spacing =
+        p.x.windows(2)
+            .map(|w| (w[1] - w[0]).abs())
+            .fold(f64::INFINITY, f64::min);
+    let spacing = if spacing.is_finite() && spacing > 0.0 {
+        spacing
+    } else {
+        1.0
+    };
+    let (lo, hi) = data_range(p.x.iter().copied()).unwrap_or((0.0, 1.0));
+    let label_w = p
+        .row_labels
+        .iter()
+        .map(|l| super::style::text_width(l, &st.tick()))
+        .max()
+        .unwrap_or(0);
+    let y_area = st.px(40.0) + label_w;
+    let (lw, lh) = area.dim_in_pixel();
+    let x = (lo - spacing / 2.0, hi + spacing / 2.0);
+    let integer = p.x.iter().all(|v| v.fract() == 0.0);
+    let mut ax = axes(
+        x,
+        (0.0, nrows.max(1) as f64),
+        lw as i32 - y_area,
+        lh as i32,
+        st,
+        integer,
+    );
+    ax.x_ticks.retain(|t| *t >= lo - 1e-9 && *t <= hi + 1e-9);
+    if let Some(labels) = &p.x_labels {
+        ax.x_ticks = p.x.clone();
+        ax.x_labels = Some(labels.clone());
+    }
+    // Categories are listed from the top: band k (from the bottom) is row nrows-1-k.
+    let row_px = (lh as f64 - st.px(X_AREA) as f64) / nrows.max(1) as f64;
+    let cats: Vec<String> = thinned(&p.row_labels, row_px, st)
+        .into_iter()
+        .rev()
+        .collect();
+    let mut chart = build_chart_with(
+        area,
+        st,
+        &ax,
+        &fig.x_label,
+        &fig.y_label,
+        Some(&cats),
+        y_area,
+    )?;
+    let lut = fig.colormap.lut();
+    for (r, row) in p.values.iter().enumerate() {
+        let y0 = (nrows - 1 - r) as f64;
+        for (c, &v) in row.iter().enumerate() {
+            let xv = p.x[c];
+            let [cr, cg, cb] = lut.at(norm.t(v));
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(xv - spacing / 2.0, y0), (xv + spacing / 2.0, y0 + 1.0)],
+                    RGBColor(cr, cg, cb).filled(),
+                )))
+                .draw_ctx()?;
+        }
+    }
+    Ok(())
 }

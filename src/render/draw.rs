@@ -106,6 +106,16 @@ pub fn title_block_height(subtitle_lines: usize) -> f64 {
     38.0 + 20.0 * subtitle_lines as f64
 }
 
+/// Layout height of the title block of a figure: none when it has neither title nor subtitles
+/// (publication mode).
+pub fn title_height(title: &str, subtitles: &[String]) -> f64 {
+    if title.is_empty() && subtitles.is_empty() {
+        0.0
+    } else {
+        title_block_height(subtitles.len())
+    }
+}
+
 /// Layout width a title block needs so that nothing is cut (at scale 1).
 pub fn title_block_min_width(title: &str, subtitles: &[String]) -> f64 {
     let st = Style::new(1.0);
@@ -123,6 +133,9 @@ pub fn draw_title_block<DB: DrawingBackend>(
     title: &str,
     subtitles: &[String],
 ) -> Result<DrawingArea<DB, Shift>> {
+    if title.is_empty() && subtitles.is_empty() {
+        return Ok(area.clone());
+    }
     let (w, _) = area.dim_in_pixel();
     let cx = w as i32 / 2;
     let max = w as i32 - st.px(20.0);
@@ -176,11 +189,7 @@ pub fn nice_int_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     loop {
         let raw = ((hi - lo) / target as f64).max(1.0);
         let mag = 10f64.powf(raw.log10().floor()).max(1.0);
-        let step = [1.0, 2.0, 5.0, 10.0]
-            .iter()
-            .map(|m| m * mag)
-            .find(|s| *s >= raw * 0.999)
-            .unwrap_or(10.0 * mag);
+        let step = smallest_step(lo, hi, target, &[1.0, 2.0, 5.0, 10.0], mag);
         let ticks = ticks_with_step(lo, hi, step);
         if ticks.len() >= 2 || target >= 12 || step <= 1.0 {
             return ticks;
@@ -189,14 +198,20 @@ pub fn nice_int_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     }
 }
 
+/// The smallest step `m × mag` (m from `mults`, ascending) that gives at most `target + 1`
+/// ticks in [lo, hi]: a range just over a round number (-3 to 99) keeps ticks every 20 instead
+/// of jumping to every 50.
+fn smallest_step(lo: f64, hi: f64, target: usize, mults: &[f64], mag: f64) -> f64 {
+    let one = mults.iter().map(|m| m * mag);
+    one.chain(mults.iter().map(|m| m * mag * 10.0))
+        .find(|&s| ticks_with_step(lo, hi, s).len() <= target + 1)
+        .unwrap_or(100.0 * mag)
+}
+
 fn nice_ticks_once(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     let raw = (hi - lo) / target as f64;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw * 0.999)
-        .unwrap_or(10.0 * mag);
+    let step = smallest_step(lo, hi, target, &[1.0, 2.0, 2.5, 5.0], mag);
     ticks_with_step(lo, hi, step)
 }
 
@@ -285,17 +300,42 @@ pub fn draw_colorbar<DB: DrawingBackend>(
             VPos::Center,
         )?;
     }
-    if !label.is_empty() {
-        let lx = x0 + bar_w + st.px(10.0) + max_label + st.px(10.0);
-        let label_style = st.axis_label();
-        let label = fit_text(label, &label_style, bar_h);
-        vertical_text(area, &label, (lx, (y0 + y1) / 2), &label_style)?;
+    let label_style = st.axis_label();
+    let line_h = (st.font_px(super::style::AXIS_LABEL_SIZE) * 1.3).round() as i32;
+    let lines = wrap_text(label, &label_style, bar_h, 2);
+    for (i, line) in lines.iter().enumerate() {
+        let lx = x0 + bar_w + st.px(16.0) + max_label + line_h / 2 + line_h * i as i32;
+        vertical_text(area, line, (lx, (y0 + y1) / 2), &label_style)?;
     }
     Ok(())
 }
 
 /// Layout width of a colorbar with its tick labels and label.
 pub const COLORBAR_WIDTH: f64 = 110.0;
+
+/// Layout width a colorbar of `norm` labelled `label` needs so that nothing is cut (its tick
+/// labels and its label, on two lines when the bar is short).
+pub fn colorbar_width(norm: Norm, label: &str) -> f64 {
+    let st = Style::new(1.0);
+    let (lo, hi) = norm.display_range();
+    let ticks = nice_ticks(lo, hi, 6);
+    let dec = decimals_for(&ticks);
+    let widest = ticks
+        .iter()
+        .map(|&v| text_width(&format_tick(v, dec), &st.tick()))
+        .max()
+        .unwrap_or(0) as f64;
+    let lines = if label.is_empty() {
+        0.0
+    } else if text_width(label, &st.axis_label()) > 140 {
+        // a short bar wraps the label onto a second line
+        2.0
+    } else {
+        1.0
+    };
+    let line_h = st.font_px(super::style::AXIS_LABEL_SIZE) * 1.3;
+    (6.0 + 16.0 + 16.0 + widest + lines * line_h + 8.0).max(COLORBAR_WIDTH * 0.6)
+}
 
 /// What a legend entry shows next to its label.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -446,4 +486,23 @@ pub fn auto_cols(n: usize, aspect: f64, target: f64) -> usize {
     }
     let c = (n as f64 * target / aspect.max(0.05)).sqrt().round() as usize;
     c.clamp(1, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sweep over budgets 0–96 (axis padded to -3…99) showed only 0 and 50.
+    #[test]
+    fn ranges_just_past_a_round_number_keep_enough_ticks() {
+        assert_eq!(
+            nice_int_ticks(-3.0, 99.0, 5),
+            vec![0.0, 20.0, 40.0, 60.0, 80.0]
+        );
+        assert_eq!(nice_ticks(-0.02, 0.41, 4), vec![0.0, 0.1, 0.2, 0.3, 0.4]);
+        assert_eq!(
+            nice_int_ticks(0.0, 600.0, 7),
+            vec![0.0, 100.0, 200.0, 300.0, 400.0, 500.0, 600.0]
+        );
+    }
 }

@@ -45,6 +45,32 @@ impl Figure for AnyFigure {
     }
 }
 
+impl AnyFigure {
+    /// The figure without its title and subtitles (the provenance lines), for publication.
+    pub fn without_titles(&self) -> AnyFigure {
+        let mut f = self.clone();
+        let (title, subtitles) = match &mut f {
+            AnyFigure::Map(f) => (&mut f.title, &mut f.subtitles),
+            AnyFigure::Chart(f) => (&mut f.title, &mut f.subtitles),
+            AnyFigure::Stack(f) => (&mut f.title, &mut f.subtitles),
+            AnyFigure::Matrix(f) => (&mut f.title, &mut f.subtitles),
+        };
+        title.clear();
+        subtitles.clear();
+        f
+    }
+
+    /// How many panels the figure has (one-panel figures fit one column of a paper).
+    pub fn panel_count(&self) -> usize {
+        match self {
+            AnyFigure::Map(f) => f.groups.iter().map(|g| g.panels.len()).sum(),
+            AnyFigure::Chart(f) => f.panels.len(),
+            AnyFigure::Stack(f) => f.panels.len(),
+            AnyFigure::Matrix(f) => f.panels.len(),
+        }
+    }
+}
+
 macro_rules! any_figure_from {
     ($($kind:ident: $ty:ty),*) => {$(
         impl From<$ty> for AnyFigure {
@@ -83,8 +109,15 @@ pub fn draw_table<S: ?Sized, B: Fn(&S, &RenderOptions) -> Vec<Named>>(
 ) -> Result<()> {
     for build in table {
         for named in build(source, opts) {
-            done.files
-                .extend(save(&named.figure, &out.join(&named.stem), &opts.canvas)?);
+            let stem = out.join(&named.stem);
+            let written = if opts.canvas.paper {
+                let fig = named.figure.without_titles();
+                let canvas = opts.canvas.for_paper(fig.size(), fig.panel_count());
+                save(&fig, &stem, &canvas)?
+            } else {
+                save(&named.figure, &stem, &opts.canvas)?
+            };
+            done.files.extend(written);
         }
     }
     Ok(())

@@ -14,8 +14,8 @@ use plotters::style::text_anchor::{HPos, VPos};
 
 use super::colormap::{Colormap, Norm};
 use super::draw::{
-    auto_cols, draw_colorbar, draw_title_block, fit_text, text, title_block_height,
-    title_block_min_width, COLORBAR_WIDTH,
+    auto_cols, colorbar_width, draw_colorbar, draw_title_block, fit_text, text,
+    title_block_min_width, title_height,
 };
 use super::output::{blit, DrawResultExt, Figure};
 use super::overlay::{heatmap_raster, overlay, Upsample};
@@ -104,6 +104,12 @@ impl MapFigure {
         }
     }
 
+    /// Layout width of the one colorbar of a shared scale.
+    fn shared_colorbar_width(&self) -> f64 {
+        let norm = self.norms().into_iter().flatten().next();
+        norm.map_or(0.0, |n| colorbar_width(n, &self.colorbar_label))
+    }
+
     /// The colour scale of every panel, by (group, panel).
     fn norms(&self) -> Vec<Vec<Norm>> {
         match self.scale {
@@ -145,10 +151,10 @@ impl Figure for MapFigure {
             height = height.max(rows as f64 * (map_h + PANEL_TITLE_H + GAP));
         }
         if self.scale == ColorScale::Shared {
-            width += COLORBAR_WIDTH;
+            width += self.shared_colorbar_width();
         }
         let head = if self.has_headings() { HEADING_H } else { 0.0 };
-        let top = title_block_height(self.subtitles.len()) + head;
+        let top = title_height(&self.title, &self.subtitles) + head;
         let width = width
             .max(520.0)
             .max(title_block_min_width(&self.title, &self.subtitles).min(1400.0));
@@ -162,7 +168,7 @@ impl Figure for MapFigure {
         let body = body.margin(0, margin, margin, margin);
         let norms = self.norms();
         let body = if self.scale == ColorScale::Shared {
-            let cb_w = st.px(COLORBAR_WIDTH).min(bw as i32 / 3);
+            let cb_w = st.px(self.shared_colorbar_width()).min(bw as i32 / 3);
             let (left, right) = body.split_horizontally(body.dim_in_pixel().0 as i32 - cb_w);
             let head = if self.has_headings() {
                 st.px(HEADING_H)

@@ -16,7 +16,15 @@
 //! - `compare_*` when several traces are given;
 //! - `sweep_*` and one directory per setting for a sweep;
 //! - `rhauc`, `accuracy_vs_length`, `reasoning_vs_perception` for metrics files.
+//! - `aggregate.json` and `aggregate_*`, `decay_map` (and `decay_map_settings` by setting) for
+//!   many traces ([`render_aggregate`]);
+//! - `allocation_layers`, `allocation_layers_bars` for `layers` outputs ([`render_allocations`]).
+//!
+//! With `Canvas::paper`, titles and subtitles are dropped, figures are sized for a two-column
+//! paper and a PDF is written beside each PNG ([`pdf`]).
 
+pub mod aggregate;
+pub mod aggregate_figures;
 pub mod charts;
 pub mod colormap;
 pub mod draw;
@@ -26,7 +34,9 @@ pub mod maps;
 pub mod output;
 pub mod overlay;
 pub mod pchip;
+pub mod pdf;
 pub mod results;
+pub mod stats;
 pub mod style;
 pub mod sweep;
 pub mod trace_figures;
@@ -296,5 +306,48 @@ pub fn render_results(rows: &[MetricsRow], out: &Path, opts: &RenderOptions) -> 
                 .push(format!("{}: RH-AUC undefined: {why}", g.label));
         }
     }
+    Ok(done)
+}
+
+/// Figures of an aggregate summary (`aggregate.json`) into `out/`.
+pub fn render_aggregate(
+    summary: &aggregate::AggregateSummary,
+    out: &Path,
+    opts: &RenderOptions,
+) -> Result<Rendered> {
+    opts.check()?;
+    let mut done = Rendered {
+        notes: summary
+            .skipped
+            .iter()
+            .map(|s| format!("left out: {s}"))
+            .collect(),
+        ..Default::default()
+    };
+    draw_table(
+        aggregate_figures::AGGREGATE_FIGURES,
+        summary,
+        out,
+        opts,
+        &mut done,
+    )?;
+    Ok(done)
+}
+
+/// The layer-allocation figures of `layers` outputs (label, allocation) into `out/`.
+pub fn render_allocations(
+    models: &[(String, aggregate_figures::Allocation)],
+    out: &Path,
+    opts: &RenderOptions,
+) -> Result<Rendered> {
+    opts.check()?;
+    let mut done = Rendered::default();
+    draw_table(
+        aggregate_figures::ALLOCATION_FIGURES,
+        models,
+        out,
+        opts,
+        &mut done,
+    )?;
     Ok(done)
 }

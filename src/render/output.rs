@@ -50,6 +50,11 @@ pub struct Canvas {
     pub scale: f64,
     pub png: bool,
     pub svg: bool,
+    /// Publication mode: no titles or provenance lines, one- or two-column widths, smaller
+    /// text, and a PDF beside the PNG.
+    pub paper: bool,
+    /// Text size relative to the layout sizes (smaller in publication mode).
+    pub text: f64,
 }
 
 impl Default for Canvas {
@@ -60,6 +65,37 @@ impl Default for Canvas {
             scale: 1.0,
             png: true,
             svg: false,
+            paper: false,
+            text: 1.0,
+        }
+    }
+}
+
+/// Widths of a two-column paper in layout pixels (100 per inch): one column, the full page.
+pub const PAPER_WIDTHS: (u32, u32) = (330, 690);
+/// Text size in publication mode relative to the screen layout (8–9 pt at print size).
+pub const PAPER_TEXT: f64 = 0.8;
+
+impl Canvas {
+    /// The canvas of a figure in publication mode: one column (3.3 in) for a one-panel figure,
+    /// the page width (6.9 in) for several, unless a width was given; a one-panel figure gets at
+    /// least 0.7 of its width in height so that a wide screen layout does not flatten it.
+    pub fn for_paper(&self, default: (u32, u32), panels: usize) -> Canvas {
+        let width = self.width.unwrap_or(if panels <= 1 {
+            PAPER_WIDTHS.0
+        } else {
+            PAPER_WIDTHS.1
+        });
+        let proportional = width as f64 * default.1.max(1) as f64 / default.0.max(1) as f64;
+        let height = self.height.unwrap_or_else(|| {
+            let least = if panels <= 1 { 0.7 * width as f64 } else { 0.0 };
+            proportional.max(least).round() as u32
+        });
+        Canvas {
+            width: Some(width),
+            height: Some(height),
+            text: PAPER_TEXT,
+            ..*self
         }
     }
 }
@@ -93,7 +129,7 @@ pub fn render_rgb<F: Figure>(fig: &F, canvas: &Canvas) -> Result<RgbImage> {
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).draw_ctx()?;
-        fig.draw(&root, &Style::new(canvas.scale))?;
+        fig.draw(&root, &Style::with_text(canvas.scale, canvas.text))?;
         root.present().draw_ctx()?;
     }
     RgbImage::from_raw(w, h, buf).context("raster size mismatch")
@@ -108,7 +144,7 @@ pub fn render_svg<F: Figure>(fig: &F, canvas: &Canvas) -> Result<String> {
     {
         let root = SVGBackend::with_string(&mut doc, (w, h)).into_drawing_area();
         root.fill(&WHITE).draw_ctx()?;
-        fig.draw(&root, &Style::new(canvas.scale))?;
+        fig.draw(&root, &Style::with_text(canvas.scale, canvas.text))?;
         root.present().draw_ctx()?;
     }
     let images = scope.take();
@@ -146,7 +182,15 @@ pub fn save<F: Figure>(fig: &F, stem: &Path, canvas: &Canvas) -> Result<Vec<Path
                 .map_err(std::io::Error::other)
         })
         .with_context(|| format!("cannot write {}", path.display()))?;
-        written.push(path);
+        written.push(path.clone());
+        if canvas.paper {
+            let pdf_path = stem.with_extension("pdf");
+            let png = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let pdf = super::pdf::from_png(&png, 100.0 * canvas.scale)?;
+            crate::fsutil::write_atomic(&pdf_path, &pdf)
+                .with_context(|| format!("cannot write {}", pdf_path.display()))?;
+            written.push(pdf_path);
+        }
     }
     if canvas.svg {
         let path = stem.with_extension("svg");

@@ -365,15 +365,15 @@ pub fn rhauc_figure(groups: &[MetricsGroup]) -> ChartFigure {
     ChartFigure {
         title: "RH-AUC: perception vs reasoning across reasoning lengths".into(),
         subtitles: vec![
-            "points: settings (labelled with their value); curve: PCHIP; shaded: trapezoid area under the points = RH-AUC".into(),
+            "points: settings (labelled with their value); solid: straight lines between them, whose shaded area is RH-AUC; dashed: PCHIP, a guide only".into(),
         ],
         panels,
         cols: Some(if n_models == 4 { 2 } else { n_models.clamp(1, 3) }),
         panel_size: (420.0, 400.0),
         extra_legend: vec![
-            LegendEntry::new("settings", MUTED, Swatch::Marker),
-            LegendEntry::new("PCHIP curve", MUTED, Swatch::Line),
+            LegendEntry::new("settings (trapezoid edge)", MUTED, Swatch::LineMarker),
             LegendEntry::new("area = RH-AUC", MUTED, Swatch::Box),
+            LegendEntry::new("PCHIP curve (guide, not the area)", MUTED, Swatch::Dashed),
         ],
     }
 }
@@ -422,13 +422,16 @@ fn rhauc_panel(g: &MetricsGroup) -> ChartPanel {
                 .map(|v| v.iter().sum::<f64>() / v.len() as f64)
                 .collect();
             if let Ok(p) = Pchip::new(&xs, &ym) {
-                panel
-                    .series
-                    .push(Series::new("", color, p.sample(150)).hidden());
+                panel.series.push(
+                    Series::new("", color, p.sample(150))
+                        .kind(SeriesKind::Dashed)
+                        .hidden(),
+                );
             }
+            // the trapezoid's edge: the curve whose area is the reported value
             panel.series.push(
                 Series::new("", color, norm.clone())
-                    .kind(SeriesKind::Markers)
+                    .kind(SeriesKind::LineMarkers)
                     .hidden(),
             );
             // Label each point with its setting value.
@@ -668,6 +671,31 @@ mod tests {
         // the axis follows the data (0.5 to 0.9) and never reaches below 0
         let (lo, hi) = fig.panels[0].y_range.unwrap();
         assert!(lo > 0.4 && lo < 0.5 && hi > 0.9 && hi < 1.0, "{lo} {hi}");
+    }
+
+    /// The solid curve is the trapezoid's edge (its area is the value in the title); PCHIP is
+    /// drawn dashed, as a guide.
+    #[test]
+    fn rhauc_draws_the_area_it_reports_and_pchip_as_a_guide() {
+        let csv = "model,setting,setting_value,reasoning,perception\n\
+                   m,budget=0,0,0.2,0.9\nm,budget=1,1,0.5,0.3\nm,budget=2,2,0.9,0.6\n";
+        let groups = group_metrics(&parse_metrics_csv(csv).unwrap());
+        let panel = &rhauc_figure(&groups).panels[0];
+        let solid: Vec<_> = panel
+            .series
+            .iter()
+            .filter(|s| s.kind == SeriesKind::LineMarkers)
+            .collect();
+        assert_eq!(solid.len(), 1);
+        assert_eq!(solid[0].points, panel.fills[0].points);
+        let auc = trapezoid(&solid[0].points);
+        assert!(
+            panel.title.contains(&format!("{auc:.3}")),
+            "{}",
+            panel.title
+        );
+        assert!(panel.series.iter().any(|s| s.kind == SeriesKind::Dashed));
+        assert!(!panel.series.iter().any(|s| s.kind == SeriesKind::Line));
     }
 
     #[test]

@@ -109,11 +109,17 @@ pub fn role_order(roles: &[String]) -> Vec<usize> {
 #[derive(Debug, Clone, Copy)]
 pub struct Style {
     pub scale: f64,
+    /// Text size relative to the layout sizes.
+    pub text: f64,
 }
 
 impl Style {
     pub fn new(scale: f64) -> Style {
-        Style { scale }
+        Style { scale, text: 1.0 }
+    }
+    /// A style whose text is `text` times the layout sizes (publication mode's smaller text).
+    pub fn with_text(scale: f64, text: f64) -> Style {
+        Style { scale, text }
     }
     /// Layout pixels to device pixels.
     pub fn px(&self, v: f64) -> i32 {
@@ -127,7 +133,7 @@ impl Style {
     /// `size / 2 + top` truncated to an integer, so odd or fractional sizes shift glyphs that
     /// sit low (such as '.') by a pixel relative to the others.
     pub fn font_px(&self, size: f64) -> f64 {
-        ((size * self.scale / 2.0).round() * 2.0).max(2.0)
+        ((size * self.text * self.scale / 2.0).round() * 2.0).max(2.0)
     }
     pub fn font(&self, size: f64) -> TextStyle<'static> {
         (FONT_FAMILY, self.font_px(size)).into_font().color(&TEXT)

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use plotters::style::RGBColor;
 
-use super::charts::{ChartFigure, ChartPanel, MatrixFigure, Series, SeriesKind, VLine};
+use super::charts::{
+    ChartFigure, ChartPanel, MatrixFigure, MatrixPanel, Series, SeriesKind, VLine,
+};
 use super::colormap::Colormap;
 use super::draw::{LegendEntry, Swatch};
 use super::figure::Named;
@@ -350,9 +352,13 @@ fn sweep_visual_share_matrix(s: &SweepFigures, opts: &RenderOptions) -> Vec<Name
         subtitles: s.subtitles.clone(),
         x_label: "Layer".into(),
         y_label: value_label(&s.run.summary.kind),
-        x: x_layers,
-        row_labels: matrix.iter().map(|m| m.0.clone()).collect(),
-        values: matrix.into_iter().map(|m| m.1).collect(),
+        panels: MatrixFigure::single(MatrixPanel {
+            x: x_layers,
+            row_labels: matrix.iter().map(|m| m.0.clone()).collect(),
+            values: matrix.into_iter().map(|m| m.1).collect(),
+            ..Default::default()
+        }),
+        row_height: 26.0,
         colormap: opts.colormap,
         colorbar_label: if s.samples > 1 {
             "visual share (mean over samples)".into()

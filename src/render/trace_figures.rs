@@ -4,7 +4,9 @@
 
 use ndarray::Axis;
 
-use super::charts::{ChartFigure, ChartPanel, MatrixFigure, Series, SeriesKind, VLine};
+use super::charts::{
+    ChartFigure, ChartPanel, MatrixFigure, MatrixPanel, Series, SeriesKind, VLine,
+};
 use super::draw::{LegendEntry, Swatch};
 use super::figure::Named;
 use super::maps::{MapFigure, MapGroup, MapPanel};
@@ -572,11 +574,15 @@ fn heads_visual_share(c: &Traces, opts: &RenderOptions) -> Vec<Named> {
         subtitles,
         x_label: "Layer".into(),
         y_label: "Head".into(),
-        x: v.layers_x(),
-        row_labels: (0..heads).map(|h| h.to_string()).collect(),
-        values: crate::formats::shares::head_shares(per_head, &v.positions, vi),
+        panels: MatrixFigure::single(MatrixPanel {
+            x: v.layers_x(),
+            row_labels: (0..heads).map(|h| h.to_string()).collect(),
+            values: crate::formats::shares::head_shares(per_head, &v.positions, vi),
+            ..Default::default()
+        }),
         colormap: opts.colormap,
         colorbar_label: "visual share".into(),
+        row_height: 26.0,
     };
     vec![Named::new("heads_visual_share", fig)]
 }
