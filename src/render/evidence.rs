@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::charts::{ChartFigure, ChartPanel, MatrixFigure, Series, SeriesKind, VLine};
+use super::charts::{
+    ChartFigure, ChartPanel, MatrixFigure, MatrixPanel, Series, SeriesKind, VLine,
+};
 use super::draw::Swatch;
 use super::figure::{AnyFigure, Named};
 use super::maps::{MapFigure, MapGroup, MapPanel};
@@ -330,11 +332,15 @@ fn heads_figure(src: &EvidenceSource<'_>, view: &TraceView<'_>) -> Option<Named>
         subtitles,
         x_label: "Layer".into(),
         y_label: "Head".into(),
-        x: layers_x(src),
-        row_labels: (0..heads).map(|h| h.to_string()).collect(),
-        values,
+        panels: MatrixFigure::single(MatrixPanel {
+            x: layers_x(src),
+            row_labels: (0..heads).map(|h| h.to_string()).collect(),
+            values,
+            ..Default::default()
+        }),
         colormap: Colormap::Viridis,
         colorbar_label: "visual share".into(),
+        row_height: 26.0,
     };
     Some(Named::new("heads_thinking", AnyFigure::from(fig)))
 }
