@@ -16,16 +16,28 @@ command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# apt only when something is missing; without root (or sudo) or without apt, say what to install
+apt_install() {
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && sudo="sudo -n"
+  fi
+  if ! command -v apt-get >/dev/null 2>&1 || { [ "$(id -u)" -ne 0 ] && [ -z "$sudo" ]; }; then
+    echo "setup: cannot install $* (needs apt-get as root): install them with your system's package manager" >&2
+    return 1
+  fi
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "$@"
+}
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need_apt[*]}"
-  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+  apt_install "${need_apt[@]}" || exit 1
 fi
 # headless Chromium for the report's browser tests (tests/report_page.rs); Debian's `chromium`
 # package is a real browser (Ubuntu's is a snap stub: there, set RHLENS_CHROMIUM to a browser)
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
   && [ -z "${RHLENS_CHROMIUM:-}" ]; then
   echo "setup: installing chromium (headless browser for the report tests)"
-  { apt-get update -qq && apt-get install -y -qq chromium; } \
+  apt_install chromium \
     || echo "setup: warning: chromium could not be installed; the report's browser tests will be skipped" >&2
 fi
 if ! command -v cargo >/dev/null 2>&1; then

@@ -106,6 +106,35 @@ fn budget_forcing_is_token_exact_when_the_template_opens_think() {
 
 /// The box of merged token (i, j) in original-image pixels: `cell × cell` resized pixels scaled
 /// by original / resized.
+#[test]
+fn open_think_is_refused_when_the_template_already_opens_it() {
+    let o = Command::new(bin())
+        .args([
+            "generate",
+            "--model",
+            &dir_of("qwen3-vl-tiny"),
+            "--image",
+            image_path("wide").to_str().unwrap(),
+            "--prompt",
+            "Why?",
+            "--open-think",
+            "--max-new-tokens",
+            "4",
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--open-think") && err.contains("already opens"),
+        "{err}"
+    );
+    let errors = err.lines().filter(|l| l.starts_with("error:")).count();
+    assert_eq!(errors, 1, "{err}");
+}
+
 fn token_box(i: usize, j: usize, cell: f64, orig: (u32, u32), resized: (u32, u32)) -> [f64; 4] {
     let sx = cell * orig.0 as f64 / resized.0 as f64;
     let sy = cell * orig.1 as f64 / resized.1 as f64;

@@ -60,9 +60,32 @@ impl<'a> Generator<'a> {
     pub fn prompt_ids(&self, ids: &[i64], cfg: &GenerateConfig) -> Result<Vec<i64>> {
         let mut v = ids.to_vec();
         if cfg.length.open_think {
+            self.refuse_nested_open(ids, &cfg.tags.open)?;
             v.extend(self.tokenizer.encode(&cfg.tags.open)?);
         }
         Ok(v)
+    }
+
+    /// A template that opens thinking in its generation prompt (Qwen3-VL Thinking, MiMo-VL)
+    /// already ends the prompt with the open tag; adding it again would nest two blocks, and the
+    /// model would think inside a block it never saw in training.
+    fn refuse_nested_open(&self, ids: &[i64], open: &str) -> Result<()> {
+        let tail = &ids[ids.len().saturating_sub(8)..];
+        if self
+            .tokenizer
+            .decode(tail, false)?
+            .trim_end()
+            .ends_with(open)
+        {
+            return invalid(
+                "open_think",
+                format!(
+                    "is not needed: the chat template already opens `{open}` in its generation \
+                     prompt"
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// The decoding state for one prompt under `cfg`.
