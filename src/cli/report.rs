@@ -10,10 +10,11 @@ use crate::report::{self, Layout, ReportTrace};
 #[derive(Args, Debug)]
 pub struct ReportArgs {
     /// Trace directory (repeat for two traces side by side, e.g. base and reasoning model on one
-    /// image; more than two get a switch on each side)
+    /// image; more than two get a switch on each side) [default: none; give this or --sweep]
     #[arg(long, value_name = "DIR", required_unless_present = "sweep")]
     pub trace: Vec<PathBuf>,
     /// A sweep directory (from `rhlens sweep`): one page with a switch between its settings
+    /// [default: none; give this or --trace]
     #[arg(long, value_name = "DIR", conflicts_with = "trace")]
     pub sweep: Option<PathBuf>,
     /// The HTML file to write

@@ -215,14 +215,22 @@ fn nice_ticks_once(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     ticks_with_step(lo, hi, step)
 }
 
+/// `v` rounded to one decimal digit finer than `step` (integers for steps of 10 and more).
+fn round_to(v: f64, step: f64) -> f64 {
+    let digits = (1 - step.log10().floor() as i32).max(0);
+    let scale = 10f64.powi(digits);
+    (v * scale).round() / scale
+}
+
 fn ticks_with_step(lo: f64, hi: f64, step: f64) -> Vec<f64> {
     let first = (lo / step - 1e-9).ceil();
     let last = (hi / step + 1e-9).floor();
     let mut out = Vec::new();
     let mut k = first;
     while k <= last {
-        // Multiplying the integer index keeps printed values free of accumulated error.
-        let v = k * step;
+        // Multiplying the integer index keeps values free of accumulated error; rounding to one
+        // digit below the step removes the last-bit error of a decimal step (3 × 0.1).
+        let v = round_to(k * step, step);
         out.push(if v.abs() < step * 1e-9 { 0.0 } else { v });
         k += 1.0;
     }
