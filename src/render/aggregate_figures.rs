@@ -121,13 +121,7 @@ fn layer_shares(a: &AggregateSummary, _: &RenderOptions) -> Vec<Named> {
     let panels: Vec<ChartPanel> = roles
         .iter()
         .map(|role| {
-            let mut panel = ChartPanel {
-                title: role_label(role.name()),
-                x_label: "Layer".into(),
-                y_label: "Share of attention".into(),
-                x_integer: true,
-                ..Default::default()
-            };
+            let mut panel = layer_share_panel(*role);
             for (i, g) in a.groups.iter().enumerate() {
                 if let Some(stat) = g.layer_shares.get(role.name()) {
                     stat_series(g, i, &layers_x(g), stat, &mut panel);
@@ -456,13 +450,7 @@ fn allocation_lines(models: &[(String, Allocation)], _: &RenderOptions) -> Vec<N
     let panels = roles
         .iter()
         .map(|role| {
-            let mut panel = ChartPanel {
-                title: role_label(role.name()),
-                x_label: "Layer".into(),
-                y_label: "Share of attention".into(),
-                x_integer: true,
-                ..Default::default()
-            };
+            let mut panel = layer_share_panel(*role);
             for (i, (label, a)) in models.iter().enumerate() {
                 let Some(r) = a.roles.iter().position(|x| x == role.name()) else {
                     continue;
@@ -529,4 +517,15 @@ fn allocation_bars(models: &[(String, Allocation)], _: &RenderOptions) -> Vec<Na
         panels,
     );
     vec![Named::new("allocation_layers_bars", fig)]
+}
+
+/// An empty panel of one role's share of attention against layer.
+fn layer_share_panel(role: Role) -> ChartPanel {
+    ChartPanel {
+        title: role_label(role.name()),
+        x_label: "Layer".into(),
+        y_label: "Share of attention".into(),
+        x_integer: true,
+        ..Default::default()
+    }
 }

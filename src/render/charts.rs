@@ -703,15 +703,7 @@ impl Figure for StackFigure {
         let cells = body.split_evenly((1, self.panels.len().max(1)));
         for (p, cell) in self.panels.iter().zip(cells.iter()) {
             let area = panel_title(cell, st, &p.title)?;
-            let spacing =
-                p.x.windows(2)
-                    .map(|w| (w[1] - w[0]).abs())
-                    .fold(f64::INFINITY, f64::min);
-            let spacing = if spacing.is_finite() && spacing > 0.0 {
-                spacing
-            } else {
-                1.0
-            };
+            let spacing = column_spacing(&p.x);
             let (lo, hi) = data_range(p.x.iter().copied()).unwrap_or((0.0, 1.0));
             let x = (lo - spacing * 0.7, hi + spacing * 0.7);
             let top =
@@ -887,15 +879,7 @@ fn draw_matrix_panel<DB: DrawingBackend>(
     norm: Norm,
 ) -> Result<()> {
     let nrows = p.row_labels.len();
-    let spacing =
-        p.x.windows(2)
-            .map(|w| (w[1] - w[0]).abs())
-            .fold(f64::INFINITY, f64::min);
-    let spacing = if spacing.is_finite() && spacing > 0.0 {
-        spacing
-    } else {
-        1.0
-    };
+    let spacing = column_spacing(&p.x);
     let (lo, hi) = data_range(p.x.iter().copied()).unwrap_or((0.0, 1.0));
     let label_w = p
         .row_labels
@@ -950,4 +934,18 @@ fn draw_matrix_panel<DB: DrawingBackend>(
         }
     }
     Ok(())
+}
+
+/// The smallest gap between neighbouring x values (1 when there are fewer than two distinct
+/// values): the width of one bar or matrix column.
+fn column_spacing(x: &[f64]) -> f64 {
+    let spacing = x
+        .windows(2)
+        .map(|w| (w[1] - w[0]).abs())
+        .fold(f64::INFINITY, f64::min);
+    if spacing.is_finite() && spacing > 0.0 {
+        spacing
+    } else {
+        1.0
+    }
 }
