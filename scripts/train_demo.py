@@ -165,7 +165,7 @@ def target_text(item: dict) -> str:
 
 # Question mix of the two training phases: the second asks more colours, the answers that are read
 # from the image when they are written.
-TRAIN_MIX = [("color", 0.4), ("presence", 0.25), ("position", 0.1), ("count", 0.25)]
+TRAIN_MIX = [("color", 0.3), ("presence", 0.25), ("position", 0.2), ("count", 0.25)]
 PHASE2_MIX = [("color", 0.4), ("presence", 0.25), ("position", 0.1), ("count", 0.25)]
 
 
@@ -564,6 +564,19 @@ def write_checkpoint(model, tok: Tokenizer, out_dir: Path, facts: dict) -> None:
     write_json(out_dir / "training.json", facts)
 
 
+def settings_args(argv: list[str]) -> list[str]:
+    """The command line without where it wrote (no machine paths in the checkpoint)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--out":
+            skip = True
+        elif not a.startswith("--out="):
+            out.append(a)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="phase 1 steps")
@@ -572,9 +585,9 @@ def main() -> None:
                     "command with the same settings (--steps2 0): phase 2 starts from it instead of "
                     "training phase 1 again (same weights, bit for bit)")
     ap.add_argument("--batch", type=int, default=DEFAULT_BATCH)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    ap.add_argument("--threads", type=int, default=2, help="CPU threads (fixed: results depend on it)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (fixed: results depend on it)")
     ap.add_argument("--eval", type=int, default=25, help="held-out questions per kind for the quick check")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args()
@@ -615,7 +628,7 @@ def main() -> None:
     acc = quick_eval(model, tok, args.eval, seed=args.seed + 1_000_003, log=log)
     facts = {
         "label": MODEL_LABEL,
-        "command": "scripts/train_demo.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["scripts/train_demo.py"] + settings_args(sys.argv[1:])),
         "steps": args.steps, "steps2": args.steps2, "batch": args.batch, "lr": args.lr, "seed": args.seed, "threads": args.threads,
         "parameters": n_params, "train_minutes": round(minutes, 1),
         "quick_check_accuracy": {k: round(v, 3) for k, v in acc.items()},
