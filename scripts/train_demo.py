@@ -34,17 +34,17 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The checkpoint layout, template and writers are the fixtures' (one definition of each); importing
+# them also sets the offline, single-threaded environment before torch loads.
+import make_fixtures as fixtures  # noqa: E402
+from make_fixtures import CLIP_MEAN, CLIP_STD, QWEN_SPECIAL_TOKENS, THINK_TOKENS  # noqa: E402
+from make_fixtures import save_tensors, write_json  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
-from safetensors.torch import save as save_bytes  # noqa: E402
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,12 +182,6 @@ def sample_kind(rng: random.Random, mix=TRAIN_MIX) -> str:
 # Tokenizer, template, processor files
 # ---------------------------------------------------------------------------------------------
 
-QWEN_SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
-]
-THINK_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 SYSTEM_PROMPT = "Think inside <think> </think>, then answer inside <answer> </answer>."
 UNK = "[unk]"
 # Words outside the training data that rhlens's defaults and README examples use (the "Wait"
@@ -223,25 +217,7 @@ def build_tokenizer() -> Tokenizer:
 
 def chat_template() -> str:
     """The Qwen2.5-VL chat template with the R1-style default system prompt."""
-    return (
-        "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-        "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-        "<|im_start|>system\n" + SYSTEM_PROMPT + "<|im_end|>\n{% endif %}"
-        "<|im_start|>{{ message['role'] }}\n"
-        "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-        "{% else %}{% for content in message['content'] %}"
-        "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-        "{% set image_count.value = image_count.value + 1 %}"
-        "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-        "<|vision_start|><|image_pad|><|vision_end|>"
-        "{% elif content['type'] == 'video' or 'video' in content %}"
-        "{% set video_count.value = video_count.value + 1 %}"
-        "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-        "<|vision_start|><|video_pad|><|vision_end|>"
-        "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
-        "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
+    return fixtures.chat_template(SYSTEM_PROMPT)
 
 
 def rendered_prompt(question: str) -> str:
@@ -254,29 +230,15 @@ def rendered_prompt(question: str) -> str:
 
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = SIZE * SIZE  # larger images are scaled down to about 16 visual tokens
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def processor_config() -> dict:
-    return {
-        "image_processor_type": "Qwen2VLImageProcessor",
-        "processor_class": "Qwen2_5_VLProcessor",
-        "do_convert_rgb": True,
-        "do_normalize": True,
-        "do_rescale": True,
-        "do_resize": True,
-        "image_mean": CLIP_MEAN,
-        "image_std": CLIP_STD,
-        "merge_size": 2,
-        "min_pixels": MIN_PIXELS,
-        "max_pixels": MAX_PIXELS,
-        "size": {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS},
-        "patch_size": 14,
-        "resample": 3,
-        "rescale_factor": 1 / 255,
-        "temporal_patch_size": 2,
-    }
+def write_processor_files(out_dir: Path) -> None:
+    """The fixtures' preprocessor_config.json with this model's image-size limits."""
+    fixtures.write_processor_files(out_dir)
+    path = out_dir / "preprocessor_config.json"
+    config = json.loads(path.read_text())
+    config.update(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS})
+    write_json(path, config)
 
 
 def pixel_values(img: Image.Image) -> torch.Tensor:
@@ -305,73 +267,22 @@ def special_ids(tok: Tokenizer) -> dict[str, int]:
     return {t: tok.token_to_id(t) for t in QWEN_SPECIAL_TOKENS + THINK_TOKENS}
 
 
-def make_model(ids: dict[str, int], vocab_size: int):
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+SPEC = dict(text=TEXT, vision=VISION, tied=True, storage_dtype=torch.float32)
 
-    t, v = TEXT, VISION
-    cfg = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=vocab_size, hidden_size=t["hidden"], intermediate_size=t["intermediate"],
-            num_hidden_layers=t["layers"], num_attention_heads=t["heads"], num_key_value_heads=t["kv_heads"],
-            hidden_act="silu", max_position_embeddings=MAX_POSITIONS, rms_norm_eps=1e-6,
-            rope_parameters={"rope_type": "default", "mrope_section": t["mrope"], "rope_theta": ROPE_THETA},
-            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=None,
-            use_sliding_window=False,
-        ),
-        vision_config=dict(
-            depth=v["depth"], hidden_size=v["hidden"], hidden_act="silu", intermediate_size=v["intermediate"],
-            num_heads=v["heads"], in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
-            tokens_per_second=2, window_size=v["window"], out_hidden_size=v["out"],
-            fullatt_block_indexes=v["fullatt"],
-        ),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
-    )
+
+def make_model(ids: dict[str, int], vocab_size: int):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    cfg = fixtures.make_config(SPEC, ids, vocab_size)
     cfg._attn_implementation = "sdpa"
     return Qwen2_5_VLForConditionalGeneration(cfg)
 
 
 def flat_config_json(ids: dict[str, int], vocab_size: int) -> dict:
-    t, v = TEXT, VISION
-    return {
-        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
-        "attention_dropout": 0.0,
-        "bos_token_id": ids["<|endoftext|>"],
-        "eos_token_id": ids["<|im_end|>"],
-        "vision_start_token_id": ids["<|vision_start|>"],
-        "vision_end_token_id": ids["<|vision_end|>"],
-        "vision_token_id": ids["<|vision_pad|>"],
-        "image_token_id": ids["<|image_pad|>"],
-        "video_token_id": ids["<|video_pad|>"],
-        "hidden_act": "silu",
-        "hidden_size": t["hidden"],
-        "initializer_range": 0.02,
-        "intermediate_size": t["intermediate"],
-        "max_position_embeddings": MAX_POSITIONS,
-        "max_window_layers": t["layers"],
-        "model_type": "qwen2_5_vl",
-        "num_attention_heads": t["heads"],
-        "num_hidden_layers": t["layers"],
-        "num_key_value_heads": t["kv_heads"],
-        "rms_norm_eps": 1e-6,
-        "rope_theta": ROPE_THETA,
-        "sliding_window": MAX_POSITIONS,
-        "tie_word_embeddings": True,
-        "torch_dtype": "float32",
-        "use_cache": True,
-        "use_sliding_window": False,
-        "vision_config": {
-            "depth": v["depth"], "hidden_act": "silu", "hidden_size": v["hidden"],
-            "intermediate_size": v["intermediate"], "num_heads": v["heads"], "in_chans": 3,
-            "out_hidden_size": v["out"], "patch_size": 14, "spatial_merge_size": 2, "spatial_patch_size": 14,
-            "window_size": v["window"], "fullatt_block_indexes": v["fullatt"], "tokens_per_second": 2,
-            "temporal_patch_size": 2,
-        },
-        "rope_scaling": {"type": "mrope", "mrope_section": t["mrope"]},
-        "vocab_size": vocab_size,
-        "rhlens_demo_model": MODEL_LABEL,
-    }
+    config = fixtures.flat_config_json(SPEC, ids, vocab_size)
+    del config["rhlens_random_weights"]
+    config["rhlens_demo_model"] = MODEL_LABEL
+    return config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,35 +415,6 @@ def quick_eval(model, tok, n: int, seed: int, log) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """safetensors with a byte-stable header (sorted keys)."""
-    raw = save_bytes(tensors, metadata=metadata)
-    n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + n])
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n :])
-
-
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
-def hub_state_dict(model) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight":
-            continue  # tied
-        if name.startswith("model.visual."):
-            key = name[len("model.") :]
-        elif name.startswith("model.language_model."):
-            key = "model." + name[len("model.language_model.") :]
-        else:
-            key = name
-        out[key] = tensor.detach().to(torch.float32).clone().contiguous()
-    return dict(sorted(out.items()))
-
-
 def write_checkpoint(model, tok: Tokenizer, out_dir: Path, facts: dict) -> None:
     import transformers
 
@@ -542,7 +424,7 @@ def write_checkpoint(model, tok: Tokenizer, out_dir: Path, facts: dict) -> None:
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     write_json(out_dir / "config.json", flat_config_json(ids, vocab_size))
-    save_tensors(hub_state_dict(model), out_dir / "model.safetensors", {"format": "pt"})
+    save_tensors(dict(sorted(fixtures.hub_state_dict(model).items())), out_dir / "model.safetensors", {"format": "pt"})
     write_json(out_dir / "generation_config.json", {
         "bos_token_id": ids["<|endoftext|>"], "do_sample": False,
         "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]], "pad_token_id": ids["<|endoftext|>"],
@@ -559,7 +441,7 @@ def write_checkpoint(model, tok: Tokenizer, out_dir: Path, facts: dict) -> None:
         "clean_up_tokenization_spaces": False, "eos_token": "<|im_end|>", "model_max_length": 32768,
         "pad_token": "<|endoftext|>", "unk_token": UNK,
     })
-    write_json(out_dir / "preprocessor_config.json", processor_config())
+    write_processor_files(out_dir)
     (out_dir / "chat_template.jinja").write_text(chat_template())
     write_json(out_dir / "training.json", facts)
 
