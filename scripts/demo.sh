@@ -35,7 +35,7 @@ count_prompt="How many circles are there?"
 echo "== 1. where each layer looks while the model thinks and answers (trace) =="
 "$rh" trace "${model_flags[@]}" "${look_image[@]}" --prompt "$look_prompt" --max-new-tokens 48 \
   --map-window 4 --per-head --out "$out/trace" --force --quiet
-grep -o '"text": *"[^"]*"' "$out/trace/trace.json" | head -1
+grep -m1 -o '"text": *"[^"]*"' "$out/trace/trace.json" || true
 
 echo "== 2. thinking cut short or let run: one count question at 8 thinking budgets (sweep) =="
 # The trained chains name every object (about 4 tokens each, 4-21 tokens in all); budgets below
