@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Train rhlens's demo checkpoint: a tiny Qwen2.5-VL that has learned to look at synthetic scenes.
+"""Train rhlens's demo checkpoint: a tiny Qwen2.5-VL trained on synthetic scenes.
 
-Run from the repository root (CPU, seeded, deterministic; the same command reproduces the
-committed weights' metrics):
+Run from the repository root (CPU, seeded, deterministic with a fixed --threads: the same command
+writes the committed weights bit for bit):
 
     .venv/bin/python scripts/train_demo.py            # train, write assets/demo-model/
-    .venv/bin/python scripts/train_demo.py --steps 20 --out /tmp/demo-try   # a short timing run
+    .venv/bin/python scripts/train_demo.py --steps 20 --out runs/demo-try   # a short timing run
+
+The committed run (700 steps of 16 scenes, one thread) took 16 minutes on a shared 2-core machine
+and is undertrained: its answers are close to chance (README, "The demo model"). --steps (and
+--steps2, a second phase with a fresh schedule) train longer.
 
 Scenes are coloured shapes (circle, square, triangle in red, green, blue, yellow) on a 3 x 3
 layout of a 112 x 112 image: 16 visual tokens (a 4 x 4 merged grid, 28 px per token). Every
