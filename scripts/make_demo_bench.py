@@ -29,8 +29,9 @@ def training_keys(steps: int, batch: int, seed: int) -> set:
     """Every (scene, question) the training run draws, replayed from its seed without drawing."""
     rng = random.Random(seed)
     keys = set()
-    for _ in range(steps * batch):
-        keys.add(key_of(td.make_item(rng, td.sample_kind(rng))))
+    for step in range(steps):
+        for _ in range(batch):
+            keys.add(key_of(td.draw_item(rng, step, steps)))
     return keys
 
 
