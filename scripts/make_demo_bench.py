@@ -25,13 +25,15 @@ BENCH_SEED = 20261202
 PER_KIND = {"color": 24, "presence": 24, "position": 24, "count": 48}
 
 
-def training_keys(steps: int, batch: int, seed: int) -> set:
-    """Every (scene, question) the training run draws, replayed from its seed without drawing."""
-    rng = random.Random(seed)
+def training_keys(batch: int) -> set:
+    """Every (scene, question) the default training run draws in both phases, replayed from their
+    seeds without drawing."""
     keys = set()
-    for step in range(steps):
-        for _ in range(batch):
-            keys.add(key_of(td.draw_item(rng, step, steps)))
+    for steps, seed, mix in td.training_phases(td.DEFAULT_STEPS, td.DEFAULT_STEPS2, td.DEFAULT_SEED):
+        rng = random.Random(seed)
+        for step in range(steps):
+            for _ in range(batch):
+                keys.add(key_of(td.draw_item(rng, step, steps, mix)))
     return keys
 
 
@@ -62,7 +64,7 @@ def record(i: int, item: dict, image: str) -> dict:
 
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else td.ROOT / "assets" / "bench"
-    seen = training_keys(td.DEFAULT_STEPS, td.DEFAULT_BATCH, td.DEFAULT_SEED)
+    seen = training_keys(td.DEFAULT_BATCH)
     rng = random.Random(BENCH_SEED)
     items = {"perception": [], "reasoning": []}
     for kind, n in PER_KIND.items():

@@ -175,10 +175,10 @@ def target_text(item: dict) -> str:
     return f"<think> {chain(item['objects'])} </think><answer> {item['answer']} </answer>"
 
 
-# Question mix of the two training phases: the second asks more colours, the answers that are read
-# from the image when they are written.
+# Question mix of the two training phases: the second asks more presence and position questions,
+# the ones phase 1 left nearest to guessing (it answered "yes" to all of them).
 TRAIN_MIX = [("color", 0.3), ("presence", 0.25), ("position", 0.2), ("count", 0.25)]
-PHASE2_MIX = [("color", 0.4), ("presence", 0.25), ("position", 0.1), ("count", 0.25)]
+PHASE2_MIX = [("color", 0.25), ("presence", 0.3), ("position", 0.3), ("count", 0.15)]
 # The curriculum's first stage: scenes of one or two objects, mostly colour questions. There the
 # only way to lower the loss is to read the image, so the decoder learns to attend to the visual
 # tokens before the full mix (whose chains a text-only model can half-guess) arrives.
@@ -325,7 +325,7 @@ VISUAL_TOKENS = (SIZE // 28) ** 2
 # schedule, its own data seed and mix) from phase 1's weights. scripts/make_demo_bench.py replays
 # both data streams to keep the benchmark out of them.
 DEFAULT_STEPS, DEFAULT_BATCH, DEFAULT_SEED = 3000, 16, 1616
-DEFAULT_STEPS2 = 0
+DEFAULT_STEPS2 = 2400
 
 
 def training_phases(steps: int, steps2: int, seed: int) -> list[tuple[int, int, list]]:
@@ -520,14 +520,15 @@ def write_checkpoint(model, tok: Tokenizer, out_dir: Path, facts: dict) -> None:
 
 
 def settings_args(argv: list[str]) -> list[str]:
-    """The command line without where it wrote (no machine paths in the checkpoint)."""
+    """The command line without where it wrote or read phase 1 from (no machine paths in the
+    checkpoint; --phase1 gives the same weights as training phase 1 again)."""
     out, skip = [], False
     for a in argv:
         if skip:
             skip = False
-        elif a == "--out":
+        elif a in ("--out", "--phase1"):
             skip = True
-        elif not a.startswith("--out="):
+        elif not a.startswith(("--out=", "--phase1=")):
             out.append(a)
     return out
 
