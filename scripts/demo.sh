@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Set up rhlens and run its main jobs on the bundled demo checkpoint (random weights) and image,
-# or on your own checkpoint and image:
+# Set up rhlens and show what it measures on the bundled demo checkpoint, a tiny Qwen2.5-VL trained
+# on synthetic scenes of coloured shapes (scripts/train_demo.py), or on your own checkpoint:
 #   scripts/demo.sh [--model DIR_OR_HUB_ID] [--image IMG] [--name NAME] [any model flag, e.g. --device cpu]
-# Writes everything under runs/demo/ (override with OUT=...); a second run resumes the sweep and the
-# benchmark run and redraws the figures.
+# Writes everything under runs/demo/ (override with OUT=...); a second run resumes the sweeps and
+# the benchmark run and redraws the figures. The story, in order: where the model looks while it
+# answers (trace), what happens when its thinking is cut short or stretched with "Wait" (sweeps),
+# and how accuracy and RH-AUC move with thinking length on the demo benchmark (eval, score, rhauc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model_flags=()  # for every command that runs the model
-image_flags=()  # for the commands on one image (trace, sweep)
+image_flags=()  # for the commands on one image (trace, sweeps)
 while [ $# -gt 0 ]; do
   case "$1" in
     --image) [ $# -ge 2 ] || { echo "error: --image needs a file" >&2; exit 2; }
@@ -22,30 +24,47 @@ scripts/setup.sh
 rh=target/release/rhlens
 out=${OUT:-runs/demo}
 mkdir -p "$out"
-prompt="How many trees are in the picture? Think step by step, then answer."
+# Two held-out scenes of the demo benchmark (assets/bench): a colour question (perception) and a
+# count (reasoning over the objects the chain names). --image replaces both images.
+look_image=(--image assets/bench/per_images/p001.png)
+count_image=(--image assets/bench/reason_images/r025.png)
+if [ ${#image_flags[@]} -gt 0 ]; then look_image=("${image_flags[@]}"); count_image=("${image_flags[@]}"); fi
+look_prompt="What color is the circle?"
+count_prompt="How many circles are there?"
 
-echo "== 1. where each layer looks while the model reasons (trace) =="
-"$rh" trace "${model_flags[@]}" "${image_flags[@]}" --prompt "$prompt" --max-new-tokens 96 \
-  --map-window 16 --per-head --out "$out/trace" --force --quiet
+echo "== 1. where each layer looks while the model thinks and answers (trace) =="
+"$rh" trace "${model_flags[@]}" "${look_image[@]}" --prompt "$look_prompt" --max-new-tokens 48 \
+  --map-window 4 --per-head --out "$out/trace" --force --quiet
+grep -m1 -o '"text": *"[^"]*"' "$out/trace/trace.json" || true
 
-echo "== 2. overthinking diagnosis: the same question at 7 thinking budgets (sweep) =="
-"$rh" sweep "${model_flags[@]}" "${image_flags[@]}" --prompt "$prompt" \
-  --budgets 0,16,32,48,64,80,96 --max-new-tokens 128 --answer-cue "<answer>" \
+echo "== 2. thinking cut short or let run: one count question at 8 thinking budgets (sweep) =="
+# The trained chains name every object (about 4 tokens each, 4-21 tokens in all); budgets below
+# that cut the list the count is read from, budgets above it leave the chain as the model ends it.
+"$rh" sweep "${model_flags[@]}" "${count_image[@]}" --prompt "$count_prompt" \
+  --budgets 0,2,4,8,12,16,24,32 --max-new-tokens 64 --answer-cue "<answer>" \
   --out "$out/sweep" --quiet
+cat "$out/sweep/summary.csv"
 
-echo "== 3. figures from the saved trace (no model needed) =="
+echo "== 3. thinking stretched: the same question with 0-3 \"Wait\" extensions (sweep) =="
+"$rh" sweep "${model_flags[@]}" "${count_image[@]}" --prompt "$count_prompt" \
+  --waits 0,1,2,3 --max-new-tokens 160 --out "$out/waits" --quiet
+cat "$out/waits/summary.csv"
+
+echo "== 4. figures from the saved trace (no model needed) =="
 "$rh" figures --trace "$out/trace" --out "$out/figures" --force --quiet
 
-echo "== 4. a small benchmark run: answer, score, RH-AUC =="
-"$rh" eval "${model_flags[@]}" --bench assets/bench --budgets 0,32,64 --max-new-tokens 96 \
+echo "== 5. the demo benchmark at 6 thinking budgets: answer, score, RH-AUC =="
+"$rh" eval "${model_flags[@]}" --bench assets/bench --budgets 0,2,4,8,16,32 --max-new-tokens 64 \
   --answer-cue "<answer>" --out "$out/eval" --quiet
 "$rh" score --run "$out/eval" --quiet
-"$rh" rhauc --run "$out/eval" || echo "(RH-AUC is undefined for this run: see the message above)"
+"$rh" rhauc --run "$out/eval" --bootstrap 1000 \
+  || echo "(RH-AUC is undefined for this run: see the message above)"
 "$rh" figures --results "$out/eval/metrics.csv" --out "$out/eval/figures" --force --quiet
 
 echo
 echo "done: traces, tables and figures are under $out/"
-echo "  $out/trace/            trace.json + attention.safetensors"
-echo "  $out/figures/          heatmaps on the image, per-layer grids, allocation bars, shift curves"
-echo "  $out/sweep/summary.csv one row per budget; $out/sweep/figures/"
-echo "  $out/eval/metrics.csv  accuracies per setting; $out/eval/figures/"
+echo "  $out/trace/             trace.json + attention.safetensors"
+echo "  $out/figures/           heatmaps on the image, per-layer grids, allocation bars, shift curves"
+echo "  $out/sweep/summary.csv  one row per budget; $out/sweep/figures/"
+echo "  $out/waits/summary.csv  one row per number of \"Wait\" extensions; $out/waits/figures/"
+echo "  $out/eval/metrics.csv   accuracies per setting; $out/eval/figures/"

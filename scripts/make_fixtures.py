@@ -15,11 +15,11 @@ What it writes (all deterministic: fixed seeds, one CPU thread):
 * tests/fixtures/models/tiny-nested/: transformers-5 layout (nested `text_config` with
   `rope_parameters`, `model.language_model.*` / `model.visual.*` names, tied embeddings,
   bfloat16 weights in 3 shards + index, R1-style chat_template.jinja, <think>/<answer> tokens).
-* assets/demo-model/: a larger flat checkpoint (tied, float32, R1-style template).
 * tests/fixtures/reference/<model>__<image>.safetensors: Hugging Face outputs (eager attention,
   float32, PIL image processor) for the Rust parity tests; see `run_reference` for the keys.
 
-Every checkpoint has random weights and says so with `"rhlens_random_weights": true`.
+Every checkpoint has random weights and says so with `"rhlens_random_weights": true`. The demo
+checkpoint in assets/demo-model/ is trained instead (scripts/train_demo.py).
 Only the pinned stack is used (transformers 5.17.0, torch 2.11.0 on CPU); nothing is downloaded.
 """
 
@@ -322,21 +322,6 @@ SPECS = {
         qk_gain=2.2,
         vqk_gain=2.2,
         shards=3,
-    ),
-    "demo-model": dict(
-        out_dir=DEMO_MODEL_DIR,
-        layout="flat",
-        tied=True,
-        storage_dtype=torch.float32,
-        think_tokens=True,
-        system_prompt=R1_SYSTEM_PROMPT,
-        template_file="chat_template.jinja",
-        text=dict(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=160, mrope=[4, 6, 6]),
-        vision=dict(depth=4, hidden=64, heads=2, intermediate=64, fullatt=[1, 3], window=112, out=128),
-        seed=20243,
-        embed_std=0.1,
-        qk_gain=2.0,
-        vqk_gain=2.5,
     ),
 }
 
@@ -746,7 +731,6 @@ CASES = [
     ("tiny-flat", "big", "What color is the largest circle? Answer briefly.", True),
     ("tiny-nested", "tall", "Is the red square above the blue one? Think step by step.", True),
     ("tiny-nested", "wide", "Count the triangles in the image.", True),
-    ("demo-model", "demo", "What is in this picture?", False),
 ]
 
 
@@ -1168,7 +1152,7 @@ def check_all() -> None:
     assert "text_config" not in flat and "rope_scaling" in flat, "tiny-flat must be the flat Hub layout"
     assert "text_config" not in demo and "rope_scaling" in demo, "demo-model must be the flat Hub layout"
     assert "text_config" in nested and "rope_parameters" in nested["text_config"], "tiny-nested must be nested"
-    for cfg in (flat, nested, demo):
+    for cfg in (flat, nested):
         assert cfg.get("rhlens_random_weights") is True
 
     for name in SPECS:

@@ -14,7 +14,7 @@ use crate::error::invalid;
 use crate::model::{ImageInput, Qwen2_5Vl};
 use crate::preprocess::{self, ImageProcessorConfig, PreprocessedImage};
 
-/// The demo checkpoint bundled with rhlens (random weights).
+/// The demo checkpoint bundled with rhlens (a tiny model trained on synthetic scenes).
 pub fn demo_model_dir() -> PathBuf {
     // next to the binary's source tree: assets/demo-model
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -267,7 +267,7 @@ fn eval(out: &std::path::Path, batch: u32) -> f64 {
             "--model",
             model_dir("tiny-flat").to_str().unwrap(),
             "--bench",
-            root().join("assets/bench").to_str().unwrap(),
+            root().join("tests/fixtures/bench").to_str().unwrap(),
             "--budgets",
             "0,4",
             "--max-new-tokens",
@@ -327,7 +327,7 @@ fn eval_batch_three_writes_the_same_answers() {
     let (one, three) = (dir.path().join("b1"), dir.path().join("b3"));
     let t1 = eval(&one, 1);
     let t3 = eval(&three, 3);
-    println!("rhlens eval (tiny-flat, assets/bench, budgets 0,4, 12 tokens, cpu): --batch-size 1 {t1:.2} s, --batch-size 3 {t3:.2} s");
+    println!("rhlens eval (tiny-flat, tests/fixtures/bench, budgets 0,4, 12 tokens, cpu): --batch-size 1 {t1:.2} s, --batch-size 3 {t3:.2} s");
     let (a, b) = (answers(&one), answers(&three));
     assert_eq!(a.len(), 28, "14 samples x 2 budgets");
     assert_eq!(a.len(), b.len());

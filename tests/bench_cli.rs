@@ -161,10 +161,10 @@ fn fake(s: &rhlens::bench::data::Sample, set: &Setting, k: u32, model: &str) -> 
 }
 
 fn run_shard(dir: &Path, shard: Shard, settings: &[Setting]) {
-    let bench =
-        load_bench(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/bench")).expect("bench");
+    let bench = load_bench(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bench"))
+        .expect("bench");
     Manifest::new(
-        Path::new("assets/bench"),
+        Path::new("tests/fixtures/bench"),
         "cli-model",
         settings,
         1,

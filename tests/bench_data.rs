@@ -8,7 +8,7 @@ use rhlens::bench::data::{
 };
 
 fn demo_bench() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/bench")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bench")
 }
 
 fn opts(list: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -15,7 +15,7 @@ use rhlens::bench::shard::Shard;
 use serde_json::json;
 
 fn samples() -> Vec<Sample> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/bench");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bench");
     load_bench(&path).expect("demo bench").samples
 }
 
@@ -256,7 +256,7 @@ fn shards_partition_the_work_and_merge_back() {
         let shard = Shard::new(i, n).expect("shard");
         let dir = root.path().join(shard.dir_name());
         Manifest::new(
-            Path::new("assets/bench"),
+            Path::new("tests/fixtures/bench"),
             "fake-model",
             &set,
             2,

@@ -197,7 +197,7 @@ fn runner_extracted_answer_is_used() {
 }
 
 fn demo_bench() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/bench")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bench")
 }
 
 /// A plausible answer text for a sample: right or wrong on purpose.

@@ -15,7 +15,7 @@ fn eval_cmd(out: &std::path::Path) -> Command {
         "--model",
         model_dir("tiny-flat").to_str().unwrap(),
         "--bench",
-        root().join("assets/bench").to_str().unwrap(),
+        root().join("tests/fixtures/bench").to_str().unwrap(),
         "--budgets",
         "0,4,8",
         "--max-new-tokens",

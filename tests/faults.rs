@@ -21,7 +21,7 @@ fn eval_cmd(out: &Path) -> Command {
         .arg("--model")
         .arg(model_dir("tiny-flat"))
         .arg("--bench")
-        .arg(root().join("assets/bench"))
+        .arg(root().join("tests/fixtures/bench"))
         .arg("--out")
         .arg(out)
         .stdout(Stdio::null())

@@ -64,7 +64,14 @@ fn budgets_are_token_exact_and_the_close_tag_lands_there() {
     ] {
         let rt = load(model);
         let cue = "<answer>";
-        for budget in [0usize, 1, 5, 12] {
+        // The demo model is trained: it ends its chain by itself after 9 tokens on this image, so
+        // only budgets below that are reached.
+        let budgets: &[usize] = if model == "demo-model" {
+            &[0, 1, 5]
+        } else {
+            &[0, 1, 5, 12]
+        };
+        for &budget in budgets {
             let mut length = LengthControl::new();
             length.think_budget = Some(budget);
             length.answer_cue = cue.into();

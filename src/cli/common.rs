@@ -17,7 +17,7 @@ use crate::settings::{Sweep, SweepKind, SweepPlan, SweepSetting};
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Checkpoint directory or hub id (owner/name[@revision]); the bundled demo checkpoint
-    /// (random weights) when omitted
+    /// (a tiny model trained on synthetic scenes) when omitted
     #[arg(long)]
     pub model: Option<String>,
     /// Weights and activations dtype: f32, bf16 or f16
