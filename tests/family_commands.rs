@@ -227,7 +227,7 @@ fn run_budgets(command: &str, model: &str, args: &[&str], out: &std::path::Path)
 fn sweep_and_eval_run_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let image = image_path("tall");
-    let bench = root().join("assets/bench");
+    let bench = root().join("tests/fixtures/bench");
     for model in ["qwen3-vl-tiny", "qwen2-vl-tiny", "qwen3-vl-moe-tiny"] {
         let sweep = tmp.path().join(format!("{model}-sweep"));
         let on_image = [
