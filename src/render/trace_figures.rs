@@ -478,8 +478,13 @@ fn role_shift_figure(v: &TraceView, opts: &RenderOptions) -> Option<ChartFigure>
         });
     }
     let mut subtitles = v.subtitles();
+    let smoothing = if window > 1 {
+        format!("rolling mean over {window} steps")
+    } else {
+        "no smoothing".to_string()
+    };
     subtitles.push(format!(
-        "per-layer shares averaged over each layer group; rolling mean over {window} steps; system prompt share not shown"
+        "per-layer shares averaged over each layer group; {smoothing}; system prompt share not shown"
     ));
     Some(ChartFigure {
         title: format!("Attention shift along the reasoning chain — {}", v.label),
