@@ -7,28 +7,29 @@ writes the committed weights bit for bit):
     .venv/bin/python scripts/train_demo.py            # train, write assets/demo-model/
     .venv/bin/python scripts/train_demo.py --steps 20 --out runs/demo-try   # a short timing run
 
-The committed run is the default command (3000 steps of 16 scenes, one thread; README, "The demo
-model", gives its time and measured numbers). --steps (and --steps2, a second phase with a fresh
-schedule) change its length.
+The committed run is the default command (14000 steps of 32 scenes on two threads; README, "The
+demo model and its benchmark", gives its time and measured numbers).
 
 Scenes are coloured shapes (circle, square, triangle in red, green, blue, yellow) on a 3 x 3
-layout of a 112 x 112 image: 16 visual tokens (a 4 x 4 merged grid, 28 px per token). Every
-object's box is recorded. Questions ask for a colour, presence, a position (left of / right of /
-above / below) or a count. Targets are R1-style: a short chain inside <think> </think> that names
-each object it sees with its place, in reading order, then the answer inside <answer> </answer>.
-The colour is never written in the chain, so colour and presence answers are read from the image
-when the answer is written.
+layout of an 84 x 84 image: 9 visual tokens (a 3 x 3 merged grid, 28 px per token), one per cell,
+so every object lies inside one token. Every object's box is recorded. Questions ask for a colour,
+presence, a position (left of / right of / above / below) or a count. Targets are R1-style: a
+short chain inside <think> </think> that lists, numbered, the objects the question is about by
+shape and place (`1 circle top left , 2 circle bottom right .`, or `no circle .`), then the answer
+inside <answer> </answer>. The colour is never written in the chain, so colour and presence
+answers are read from the image when the answer is written; a count is the chain's last number.
 
 The model is Qwen2_5_VLForConditionalGeneration built from a config (2 vision blocks, 4 decoder
 layers, hidden 128), trained on the processor's inputs (input ids with the image pads expanded,
 pixel values, image_grid_thw and mm_token_type_ids, so the decoder sees the 3-D M-RoPE positions
 rhlens uses; without mm_token_type_ids it falls back to 1-D positions, and a model trained so
-answers worse under rhlens). What makes it read the image: the first quarter of the steps are
-scenes of one or two objects, mostly colour questions (a curriculum), the answer word's loss is
-weighted (--answer-weight) so it is not drowned by the chain, and the image embeddings start at
-the text embeddings' scale. Its tokenizer is word-level (tokenizers library, lower-cased). The
-checkpoint is written in the flat Hub layout with `"rhlens_demo_model": "synthetic-scenes demo
-model"` in config.json.
+answers worse under rhlens). What makes it read the image: the first fifth of the steps are scenes
+of one or two objects, mostly colour questions (a curriculum, --easy-share); the loss weights the
+answer word (--answer-weight) and the chain's shape and place words (--word-weight), so they are
+not drowned by template tokens; the image embeddings start at the text embeddings' scale; and the
+rotary base is low (rope_theta 20, see TEXT) so that image tokens differ by place. Its tokenizer
+is word-level (tokenizers library, lower-cased). The checkpoint is written in the flat Hub layout
+with `"rhlens_demo_model": "synthetic-scenes demo model"` in config.json.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ MODEL_LABEL = "synthetic-scenes demo model"
 # Scenes
 # ---------------------------------------------------------------------------------------------
 
-SIZE = 112
-CELL = SIZE // 3
+SIZE = 84
+CELL = SIZE // 3  # one cell of the 3 x 3 layout is one merged visual token (28 px)
 SHAPES = ["circle", "square", "triangle"]
 PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles"}
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 70), "blue": (40, 80, 220), "yellow": (235, 200, 30)}
@@ -75,16 +76,17 @@ RELATIONS = ["left of", "right of", "above", "below"]
 KINDS = ["color", "presence", "position", "count"]
 # Benchmark split of each kind (RH-Bench: perception = halu_data, reasoning = reason_data).
 SPLIT_OF = {"color": "perception", "presence": "perception", "position": "perception", "count": "reasoning"}
+MAX_OBJECTS = 5
 
 
 def make_scene(rng: random.Random, n: int, unique_shapes: bool) -> list[dict]:
     """n objects in distinct cells; each {shape, color, cell, box=[x0,y0,x1,y1]} (pixels, x1/y1
-    exclusive)."""
+    exclusive). An object lies inside its cell, so inside one visual token."""
     cells = rng.sample(range(9), n)
     shapes = rng.sample(SHAPES, n) if unique_shapes else [rng.choice(SHAPES) for _ in range(n)]
     objs = []
     for cell, shape in zip(cells, shapes):
-        size = rng.randint(22, 32)
+        size = rng.randint(18, 24)
         x0 = (cell % 3) * CELL + rng.randint(2, CELL - size - 2)
         y0 = (cell // 3) * CELL + rng.randint(2, CELL - size - 2)
         objs.append({"shape": shape, "color": rng.choice(list(COLORS)), "cell": cell, "box": [x0, y0, x0 + size, y0 + size]})
@@ -110,9 +112,12 @@ def place(o: dict) -> str:
     return f"{ROWS[o['cell'] // 3]} {COLS[o['cell'] % 3]}"
 
 
-def chain(objs: list[dict]) -> str:
-    """The thinking: every object by shape and place, in reading order (colours are not named)."""
-    return " , ".join(f"{o['shape']} {place(o)}" for o in objs) + " ."
+def chain(listed: list[dict], shape: str | None) -> str:
+    """The thinking: the objects the question is about, numbered, by shape and place (colours are
+    never named, so colour and presence answers are read from the image). With none: `no circle .`"""
+    if not listed:
+        return f"no {shape} ."
+    return " , ".join(f"{i} {o['shape']} {place(o)}" for i, o in enumerate(listed, start=1)) + " ."
 
 
 def union(boxes: list[list[int]]) -> list[int]:
@@ -125,70 +130,69 @@ def relation_holds(a: dict, b: dict, rel: str) -> bool:
 
 
 def make_item(rng: random.Random, kind: str, easy: bool = False) -> dict:
-    """One scene and question of the given kind: {kind, objects, question, answer, bbox}. bbox is
-    the asked object's box (for counts: the box around the counted objects, None when zero).
+    """One scene and question of the given kind: {kind, objects, question, answer, bbox, listed,
+    shape}. listed: the objects the chain names, in its order; shape: the asked shape. bbox is the
+    asked object's box (for counts: the box around the counted objects, None when zero).
     easy: scenes of one or two objects (colour, presence, count), the curriculum's first stage."""
     if easy and kind != "position":
         objs = make_scene(rng, rng.randint(1, 2), unique_shapes=kind == "color")
     elif kind in ("color", "position"):
         objs = make_scene(rng, rng.randint(2, 3), unique_shapes=True)
     else:
-        objs = make_scene(rng, rng.randint(1, 5), unique_shapes=False)
+        objs = make_scene(rng, rng.randint(1, MAX_OBJECTS), unique_shapes=False)
     if kind == "color":
         o = rng.choice(objs)
-        return dict(kind=kind, objects=objs, question=f"what color is the {o['shape']} ?", answer=o["color"], bbox=o["box"])
+        return dict(kind=kind, objects=objs, question=f"what color is the {o['shape']} ?", answer=o["color"],
+                    bbox=o["box"], listed=[o], shape=o["shape"])
     if kind == "presence":
         shape, color = rng.choice(SHAPES), rng.choice(list(COLORS))
         if rng.random() < 0.5:  # ask for an object that is there half of the time
             o = rng.choice(objs)
             shape, color = o["shape"], o["color"]
         hits = [o for o in objs if o["shape"] == shape and o["color"] == color]
-        same = hits or [o for o in objs if o["shape"] == shape]
+        same = [o for o in objs if o["shape"] == shape]
         bbox = hits[0]["box"] if hits else (same[0]["box"] if same else None)
-        return dict(kind=kind, objects=objs, question=f"is there a {color} {shape} ?", answer="yes" if hits else "no", bbox=bbox)
+        return dict(kind=kind, objects=objs, question=f"is there a {color} {shape} ?", answer="yes" if hits else "no",
+                    bbox=bbox, listed=same, shape=shape)
     if kind == "position":
         rel = rng.choice(RELATIONS)
-        pairs = [(a, b) for a in objs for b in objs if a is not b]
         horizontal = rel in ("left of", "right of")
-        pairs = [(a, b) for a, b in pairs if (a["cell"] % 3 != b["cell"] % 3) if horizontal] or [
-            (a, b) for a, b in pairs if (a["cell"] // 3 != b["cell"] // 3) and not horizontal
-        ]
+        pairs = [(a, b) for a in objs for b in objs if a is not b
+                 and ((a["cell"] % 3 != b["cell"] % 3) if horizontal else (a["cell"] // 3 != b["cell"] // 3))]
         if not pairs:
             return make_item(rng, kind, easy)
         a, b = rng.choice(pairs)
         yes = relation_holds(a, b, rel)
         q = f"is the {a['shape']} {rel} the {b['shape']} ?"
-        return dict(kind=kind, objects=objs, question=q, answer="yes" if yes else "no", bbox=a["box"])
+        return dict(kind=kind, objects=objs, question=q, answer="yes" if yes else "no", bbox=a["box"],
+                    listed=[a, b], shape=a["shape"])
     # count: one shape, or all shapes
     if rng.random() < 0.7:
         shape = rng.choice(SHAPES)
         hits = [o for o in objs if o["shape"] == shape]
         q = f"how many {PLURAL[shape]} are there ?"
     else:
-        hits = objs
+        shape, hits = "shape", objs
         q = "how many shapes are there ?"
     bbox = union([o["box"] for o in hits]) if hits else None
-    return dict(kind=kind, objects=objs, question=q, answer=str(len(hits)), bbox=bbox)
+    return dict(kind=kind, objects=objs, question=q, answer=str(len(hits)), bbox=bbox, listed=hits, shape=shape)
 
 
 def target_text(item: dict) -> str:
-    return f"<think> {chain(item['objects'])} </think><answer> {item['answer']} </answer>"
+    return f"<think> {chain(item['listed'], item['shape'])} </think><answer> {item['answer']} </answer>"
 
 
-# Question mix of the two training phases: the second asks more presence and position questions,
-# the ones phase 1 left nearest to guessing (it answered "yes" to all of them).
-TRAIN_MIX = [("color", 0.3), ("presence", 0.25), ("position", 0.2), ("count", 0.25)]
-PHASE2_MIX = [("color", 0.25), ("presence", 0.3), ("position", 0.3), ("count", 0.15)]
+TRAIN_MIX = [("color", 0.25), ("presence", 0.3), ("position", 0.25), ("count", 0.2)]
 # The curriculum's first stage: scenes of one or two objects, mostly colour questions. There the
 # only way to lower the loss is to read the image, so the decoder learns to attend to the visual
 # tokens before the full mix (whose chains a text-only model can half-guess) arrives.
 EASY_MIX = [("color", 0.5), ("presence", 0.25), ("count", 0.25)]
-EASY_SHARE = 0.25  # of phase 1's steps
+EASY_SHARE = 0.2  # of the steps
 
 
-def draw_item(rng: random.Random, step: int, steps: int, mix=TRAIN_MIX) -> dict:
-    """The training stream's item at a step of a phase (scripts/make_demo_bench.py replays it)."""
-    if step < EASY_SHARE * steps and mix is TRAIN_MIX:
+def draw_item(rng: random.Random, step: int, steps: int, mix=TRAIN_MIX, easy_share: float = EASY_SHARE) -> dict:
+    """The training stream's item at a step (scripts/make_demo_bench.py replays it)."""
+    if step < easy_share * steps:
         return make_item(rng, sample_kind(rng, EASY_MIX), easy=True)
     return make_item(rng, sample_kind(rng, mix))
 
@@ -253,7 +257,7 @@ def rendered_prompt(question: str) -> str:
 
 
 MIN_PIXELS = 56 * 56
-MAX_PIXELS = SIZE * SIZE  # larger images are scaled down to about 16 visual tokens
+MAX_PIXELS = SIZE * SIZE  # larger images are scaled down to about 9 visual tokens
 
 
 def write_processor_files(out_dir: Path) -> None:
@@ -281,9 +285,12 @@ def pixel_values(img: Image.Image) -> torch.Tensor:
 # Model
 # ---------------------------------------------------------------------------------------------
 
-TEXT = dict(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=256, mrope=[4, 6, 6])
-VISION = dict(depth=2, hidden=96, heads=2, intermediate=192, fullatt=[0, 1], window=112, out=128)
-ROPE_THETA = 1000000.0
+# Rotary positions: head_dim 32 gives 16 frequencies, split t / h / w as mrope lists, fastest
+# first. With Qwen2.5-VL's theta 1e6 the row and column sections rotate by 0.03 rad or less per
+# token, so the decoder could hardly tell the image tokens apart by place (a run with it never
+# learned places); theta 20 and [2, 7, 7] give rows 0.7-0.2 rad and columns 0.2-0.06 rad per token.
+TEXT = dict(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384, mrope=[2, 7, 7], rope_theta=20.0)
+VISION = dict(depth=2, hidden=128, heads=2, intermediate=256, fullatt=[0, 1], window=112, out=128)
 # Untrained, the image embeddings are ~4x the text embeddings' norm (the earlier run's had grown to
 # ~70x): the merger's last layer starts scaled down to the text scale. --vision-lr-scale can slow
 # the vision tower; the committed run keeps it at 1.
@@ -321,16 +328,9 @@ def flat_config_json(ids: dict[str, int], vocab_size: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 VISUAL_TOKENS = (SIZE // 28) ** 2
-# The committed checkpoint's run: phase 1, then phase 2 (a fresh optimizer and learning-rate
-# schedule, its own data seed and mix) from phase 1's weights. scripts/make_demo_bench.py replays
-# both data streams to keep the benchmark out of them.
-DEFAULT_STEPS, DEFAULT_BATCH, DEFAULT_SEED = 3000, 16, 1616
-DEFAULT_STEPS2 = 2400
-
-
-def training_phases(steps: int, steps2: int, seed: int) -> list[tuple[int, int, list]]:
-    """(steps, data seed, question mix) of each phase."""
-    return [(steps, seed, TRAIN_MIX), (steps2, seed + 1, PHASE2_MIX)]
+# The committed checkpoint's run (scripts/make_demo_bench.py replays its data stream to keep the
+# benchmark out of it).
+DEFAULT_STEPS, DEFAULT_BATCH, DEFAULT_SEED = 14000, 32, 1616
 
 
 def load_weights(model, ckpt: Path) -> None:
@@ -357,8 +357,9 @@ def encode_item(tok: Tokenizer, item: dict) -> tuple[list[int], list[int]]:
     return p + t, [-100] * len(p) + t
 
 
-def make_batch(tok, rng: random.Random, batch: int, pad_id: int, step: int, steps: int, mix=TRAIN_MIX):
-    items = [draw_item(rng, step, steps, mix) for _ in range(batch)]
+def make_batch(tok, rng: random.Random, batch: int, pad_id: int, step: int, steps: int, mix=TRAIN_MIX,
+               easy_share: float = EASY_SHARE):
+    items = [draw_item(rng, step, steps, mix, easy_share) for _ in range(batch)]
     seqs = [encode_item(tok, it) for it in items]
     n = max(len(s) for s, _ in seqs)
     ids = torch.full((batch, n), pad_id, dtype=torch.long)
@@ -387,13 +388,22 @@ def lr_at(step: int, steps: int, peak: float) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
 
-def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, answer_id: int, answer_weight: float) -> torch.Tensor:
-    """Next-token cross-entropy with the answer word weighted answer_weight times: it is one token
-    of a chain of ten to twenty, and unweighted the model learned the chain (shapes and places read
-    from the image) while it answered every colour question with one colour."""
+def grounded_word_ids(tok: Tokenizer) -> torch.Tensor:
+    """The chain's shape and place words: the tokens that name what the image shows."""
+    return torch.tensor([tok.token_to_id(w) for w in SHAPES + ROWS + COLS])
+
+
+def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, answer_id: int, grounded: torch.Tensor,
+                  answer_weight: float, word_weight: float) -> torch.Tensor:
+    """Next-token cross-entropy with the answer word weighted answer_weight times and the chain's
+    shape and place words word_weight times. Unweighted, the loss is mostly template, numbers and
+    commas: the model learned those and named the first object of the image in reading order for
+    every question (it never copied the asked shape from the question), and it answered every
+    colour question with one colour."""
     pred, gold = logits[:, :-1].float(), labels[:, 1:]
     weight = (gold != -100).float()
     weight[:, 1:] += (answer_weight - 1) * (gold[:, :-1] == answer_id).float()  # the word after <answer>
+    weight += (word_weight - 1) * torch.isin(gold, grounded).float()
     per_token = torch.nn.functional.cross_entropy(pred.transpose(1, 2), gold.clamp(min=0), reduction="none")
     return (per_token * weight).sum() / weight.sum()
 
@@ -412,7 +422,8 @@ def answer_hits(logits: torch.Tensor, labels: torch.Tensor, answer_id: int) -> f
 
 
 def train(model, tok, steps: int, batch: int, seed: int, lr: float, log, snapshot=None, mix=TRAIN_MIX,
-          vision_lr_scale: float = 1.0, answer_weight: float = 8.0) -> None:
+          vision_lr_scale: float = 1.0, answer_weight: float = 8.0, word_weight: float = 4.0,
+          easy_share: float = EASY_SHARE) -> None:
     rng = random.Random(seed)
     pad = tok.token_to_id("<|endoftext|>")
     vision = [p for n, p in model.named_parameters() if ".visual." in f".{n}"]
@@ -421,14 +432,14 @@ def train(model, tok, steps: int, batch: int, seed: int, lr: float, log, snapsho
                             lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     model.train()
     t0, ema, hits = time.time(), None, None
-    answer_id = tok.token_to_id("<answer>")
+    answer_id, grounded = tok.token_to_id("<answer>"), grounded_word_ids(tok)
     for step in range(steps):
-        b = make_batch(tok, rng, batch, pad, step, steps, mix)
+        b = make_batch(tok, rng, batch, pad, step, steps, mix, easy_share)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr) * g["scale"]
         labels = b.pop("labels")
         out = model(**b)
-        loss = weighted_loss(out.logits, labels, answer_id, answer_weight)
+        loss = weighted_loss(out.logits, labels, answer_id, grounded, answer_weight, word_weight)
         b["labels"] = labels
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -441,7 +452,7 @@ def train(model, tok, steps: int, batch: int, seed: int, lr: float, log, snapsho
             el = time.time() - t0
             log(f"step {step + 1}/{steps} loss {loss.item():.4f} (ema {ema:.4f}) answer {hits:.2f} lr {lr_at(step, steps, lr):.2e} "
                 f"{el:.0f}s elapsed, ~{el / (step + 1) * (steps - step - 1):.0f}s left")
-        if snapshot and (step + 1) % 100 == 0 and step + 1 < steps:
+        if snapshot and (step + 1) % 500 == 0 and step + 1 < steps:
             snapshot(step + 1)  # a partial checkpoint to look at while training goes on
             model.train()
     model.eval()
@@ -520,32 +531,30 @@ def write_checkpoint(model, tok: Tokenizer, out_dir: Path, facts: dict) -> None:
 
 
 def settings_args(argv: list[str]) -> list[str]:
-    """The command line without where it wrote or read phase 1 from (no machine paths in the
-    checkpoint; --phase1 gives the same weights as training phase 1 again)."""
+    """The command line without where it wrote (no machine paths in the checkpoint)."""
     out, skip = [], False
     for a in argv:
         if skip:
             skip = False
-        elif a in ("--out", "--phase1"):
+        elif a == "--out":
             skip = True
-        elif not a.startswith(("--out=", "--phase1=")):
+        elif not a.startswith("--out="):
             out.append(a)
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="phase 1 steps")
-    ap.add_argument("--steps2", type=int, default=DEFAULT_STEPS2, help="phase 2 steps (0: none)")
-    ap.add_argument("--phase1", type=Path, help="phase 1's checkpoint, written by an earlier run of this "
-                    "command with the same settings (--steps2 0): phase 2 starts from it instead of "
-                    "training phase 1 again (same weights, bit for bit)")
+    ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     ap.add_argument("--batch", type=int, default=DEFAULT_BATCH)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--vision-lr-scale", type=float, default=1.0, help="the vision tower's learning rate / --lr")
     ap.add_argument("--answer-weight", type=float, default=8.0, help="loss weight of the answer word")
+    ap.add_argument("--word-weight", type=float, default=4.0, help="loss weight of the chain's shape and place words")
+    ap.add_argument("--easy-share", type=float, default=EASY_SHARE,
+                    help="share of the steps (from the start) that show one or two objects")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    ap.add_argument("--threads", type=int, default=1, help="CPU threads (fixed: results depend on it)")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (fixed: results depend on it)")
     ap.add_argument("--eval", type=int, default=20, help="held-out questions per kind for the quick check")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args()
@@ -572,23 +581,17 @@ def main() -> None:
         model.eval()
         write_checkpoint(model, tok, args.out.with_name(args.out.name + "-partial"), {"label": MODEL_LABEL, "partial_steps": step})
 
-    (steps1, seed1, mix1), (steps2, seed2, mix2) = training_phases(args.steps, args.steps2, args.seed)
-    if args.phase1:
-        load_weights(model, args.phase1)
-        log(f"phase 1: weights from {args.phase1}")
-    else:
-        train(model, tok, steps1, args.batch, seed1, args.lr, log, snapshot, mix1, args.vision_lr_scale, args.answer_weight)
-    if steps2:
-        log("phase 2")
-        train(model, tok, steps2, args.batch, seed2, args.lr, log, snapshot, mix2, args.vision_lr_scale, args.answer_weight)
+    train(model, tok, args.steps, args.batch, args.seed, args.lr, log, snapshot, TRAIN_MIX, args.vision_lr_scale,
+          args.answer_weight, args.word_weight, args.easy_share)
     minutes = (time.time() - t0) / 60
-    log(f"trained {args.steps} + {args.steps2} steps in {minutes:.1f} min; quick check on held-out scenes:")
+    log(f"trained {args.steps} steps in {minutes:.1f} min; quick check on held-out scenes:")
     acc = quick_eval(model, tok, args.eval, seed=args.seed + 1_000_003, log=log)
     facts = {
         "label": MODEL_LABEL,
         "command": " ".join(["scripts/train_demo.py"] + settings_args(sys.argv[1:])),
-        "steps": args.steps, "steps2": args.steps2, "batch": args.batch, "lr": args.lr, "vision_lr_scale": args.vision_lr_scale,
-        "answer_weight": args.answer_weight, "seed": args.seed, "threads": args.threads,
+        "steps": args.steps, "batch": args.batch, "lr": args.lr, "vision_lr_scale": args.vision_lr_scale,
+        "answer_weight": args.answer_weight, "word_weight": args.word_weight,
+        "easy_share": args.easy_share, "seed": args.seed, "threads": args.threads,
         "parameters": n_params, "train_minutes": round(minutes, 1),
         "quick_check_accuracy": {k: round(v, 3) for k, v in acc.items()},
         "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
