@@ -6,7 +6,7 @@
 Scenes and questions come from scripts/train_demo.py's generator with a seed of their own; any
 (scene, question) pair that also occurs in the training stream is skipped, so none was seen in
 training. Perception (halu_data.json + per_images/): colour, presence and position questions.
-Reasoning (reason_data.json + reason_images/): counting over the objects the chain names.
+Reasoning (reason_data.json + reason_images/): counting, over the objects the chain lists.
 Every record carries its gold answer, `category` (color, presence, position, count), `bbox`
 ([x0, y0, x1, y1] in original pixels, x1/y1 exclusive: the asked object; for a presence question
 answered "no", a same-shaped object when there is one; for a count, the box around the counted
@@ -26,14 +26,13 @@ PER_KIND = {"color": 24, "presence": 24, "position": 24, "count": 48}
 
 
 def training_keys(batch: int) -> set:
-    """Every (scene, question) the default training run draws in both phases, replayed from their
-    seeds without drawing."""
+    """Every (scene, question) the default training run draws, replayed from its seed without
+    drawing."""
     keys = set()
-    for steps, seed, mix in td.training_phases(td.DEFAULT_STEPS, td.DEFAULT_STEPS2, td.DEFAULT_SEED):
-        rng = random.Random(seed)
-        for step in range(steps):
-            for _ in range(batch):
-                keys.add(key_of(td.draw_item(rng, step, steps, mix)))
+    rng = random.Random(td.DEFAULT_SEED)
+    for step in range(td.DEFAULT_STEPS):
+        for _ in range(batch):
+            keys.add(key_of(td.draw_item(rng, step, td.DEFAULT_STEPS)))
     return keys
 
 
