@@ -1,7 +1,8 @@
 //! The demo checkpoint looks at what it is asked about, as rhlens measures it: on colour
-//! questions of the demo bench, the visual attention of the answer tokens (the steps after the
-//! thinking block closes) falls inside the asked object's box at least 3× as often as the box's
-//! share of the image area would give, averaged over questions, in at least one layer group.
+//! questions of the demo bench, the visual attention of the answer tokens (the steps that write
+//! the words inside `<answer> … </answer>`) falls inside the asked object's box at least 3× as
+//! often as the box's share of the image area would give, averaged over questions, in at least
+//! one layer group.
 //! End to end: the traces come from the `rhlens trace` binary (one map per step,
 //! `--map-window 1`), the box mass from `formats::spatial`, so this also checks that probe rows,
 //! the merged grid and the pixel boxes line up.
@@ -88,8 +89,10 @@ fn trace(case: &Case, out: &Path) -> Trace {
     Trace::read(out).expect("trace")
 }
 
-/// Per layer group, `box_mass / area_share` of the answer steps' mean visual map.
-fn box_ratios(t: &Trace, bx: &PixelBox, groups: &[Vec<usize>]) -> Vec<f64> {
+/// The steps that write the answer: the tokens inside `<answer> … </answer>` after the thinking
+/// block closes (step s writes generated token s), or every step after it when the model wrote no
+/// answer tag.
+fn answer_steps(t: &Trace) -> Vec<usize> {
     let close = t
         .meta
         .events
@@ -98,13 +101,27 @@ fn box_ratios(t: &Trace, bx: &PixelBox, groups: &[Vec<usize>]) -> Vec<f64> {
         .map(|e| e.step)
         .max()
         .expect("the thinking block closes");
+    let after: Vec<usize> = (close + 1..t.meta.tokens.len()).collect();
+    let is = |s: &usize, tag: &str| t.meta.tokens[*s].trim() == tag;
+    let Some(open) = after.iter().position(|s| is(s, "<answer>")) else {
+        return after;
+    };
+    after[open + 1..]
+        .iter()
+        .copied()
+        .take_while(|s| !is(s, "</answer>"))
+        .collect()
+}
+
+/// Per layer group, `box_mass / area_share` of the answer tokens' mean visual map.
+fn box_ratios(t: &Trace, bx: &PixelBox, groups: &[Vec<usize>]) -> Vec<f64> {
     let windows = t
         .arrays
         .visual_attention_windows
         .as_ref()
         .expect("per-step maps");
-    let steps: Vec<usize> = (close + 1..windows.shape()[0]).collect();
-    assert!(!steps.is_empty(), "no answer steps after step {close}");
+    let steps = answer_steps(t);
+    assert!(!steps.is_empty(), "no answer tokens in {:?}", t.meta.text);
     let [rows, cols] = t.meta.image.merged_grid;
     let (w, h) = (t.meta.image.width, t.meta.image.height);
     groups
