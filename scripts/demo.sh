@@ -24,10 +24,12 @@ scripts/setup.sh
 rh=target/release/rhlens
 out=${OUT:-runs/demo}
 mkdir -p "$out"
-# Two held-out scenes of the demo benchmark (assets/bench): a colour question (perception) and a
-# count (reasoning over the objects the chain names). --image replaces both images.
-look_image=(--image assets/bench/per_images/p001.png)
-count_image=(--image assets/bench/reason_images/r025.png)
+# Two held-out scenes of the demo benchmark (assets/bench) whose questions are the prompts below:
+# the first "What color is the circle?" among three objects of three colours (perception) and the
+# "How many circles are there?" with the most objects and at least two circles (reasoning over the
+# objects the chain lists). --image replaces both images.
+look_image=(--image assets/bench/per_images/p006.png)
+count_image=(--image assets/bench/reason_images/r045.png)
 if [ ${#image_flags[@]} -gt 0 ]; then look_image=("${image_flags[@]}"); count_image=("${image_flags[@]}"); fi
 look_prompt="What color is the circle?"
 count_prompt="How many circles are there?"
@@ -38,8 +40,9 @@ echo "== 1. where each layer looks while the model thinks and answers (trace) ==
 grep -m1 -o '"text": *"[^"]*"' "$out/trace/trace.json" || true
 
 echo "== 2. thinking cut short or let run: one count question at 8 thinking budgets (sweep) =="
-# The trained chains name every object (about 4 tokens each, 4-21 tokens in all); budgets below
-# that cut the list the count is read from, budgets above it leave the chain as the model ends it.
+# The trained chains list the objects asked about, 5 tokens each (`1 circle top left ,`), so two
+# circles take 10; budgets below that cut the list the count is read from, budgets above it leave
+# the chain as the model ends it.
 "$rh" sweep "${model_flags[@]}" "${count_image[@]}" --prompt "$count_prompt" \
   --budgets 0,2,4,8,12,16,24,32 --max-new-tokens 64 --answer-cue "<answer>" \
   --out "$out/sweep" --quiet
