@@ -11,8 +11,9 @@ The committed run is the default command (14000 steps of 32 scenes on two thread
 demo model and its benchmark", gives its time and measured numbers).
 
 Scenes are coloured shapes (circle, square, triangle in red, green, blue, yellow) on a 3 x 3
-layout of an 84 x 84 image: 9 visual tokens (a 3 x 3 merged grid, 28 px per token), one per cell,
-so every object lies inside one token. Every object's box is recorded. Questions ask for a colour,
+layout of an 84 x 84 image in a grey frame: 9 visual tokens (a 3 x 3 merged grid, 28 px per
+token), one per cell, so every object lies inside one token; the frame is what tells a token where
+it lies (see FRAME). Every object's box is recorded. Questions ask for a colour,
 presence, a position (left of / right of / above / below) or a count. Targets are R1-style: a
 short chain inside <think> </think> that lists, numbered, the objects the question is about by
 shape and place (`1 circle top left , 2 circle bottom right .`, or `no circle .`), then the answer
@@ -93,9 +94,20 @@ def make_scene(rng: random.Random, n: int, unique_shapes: bool) -> list[dict]:
     return sorted(objs, key=lambda o: o["cell"])  # reading order
 
 
+# A grey frame around the picture. Without it the vision tower cannot tell where a token lies:
+# its attention is relative (2-D rotary), and on a plain background every patch around an object
+# looks the same, so "top left" would have nothing in the pixels to be read from. With the frame,
+# each of the 8 outer cells shows a different piece of it (a corner or one side) and the centre
+# none, so every visual token carries its place (a linear probe on the vision tower's output
+# tokens names their cell 100% of the time with the frame, 8% without, after 2500 steps). Objects
+# keep a 2 px margin inside their cell, clear of the frame.
+FRAME = 2, (110, 110, 110)  # width (px), colour
+
+
 def draw_scene(objs: list[dict]) -> Image.Image:
     img = Image.new("RGB", (SIZE, SIZE), (255, 255, 255))
     d = ImageDraw.Draw(img)
+    d.rectangle([0, 0, SIZE - 1, SIZE - 1], outline=FRAME[1], width=FRAME[0])
     for o in objs:
         x0, y0, x1, y1 = o["box"]
         fill = COLORS[o["color"]]
@@ -190,14 +202,14 @@ EASY_MIX = [("color", 0.5), ("presence", 0.25), ("count", 0.25)]
 EASY_SHARE = 0.2  # of the steps
 
 
-def draw_item(rng: random.Random, step: int, steps: int, mix=TRAIN_MIX, easy_share: float = EASY_SHARE) -> dict:
+def draw_item(rng: random.Random, step: int, steps: int, easy_share: float = EASY_SHARE) -> dict:
     """The training stream's item at a step (scripts/make_demo_bench.py replays it)."""
     if step < easy_share * steps:
         return make_item(rng, sample_kind(rng, EASY_MIX), easy=True)
-    return make_item(rng, sample_kind(rng, mix))
+    return make_item(rng, sample_kind(rng, TRAIN_MIX))
 
 
-def sample_kind(rng: random.Random, mix=TRAIN_MIX) -> str:
+def sample_kind(rng: random.Random, mix: list[tuple[str, float]]) -> str:
     r, acc = rng.random(), 0.0
     for kind, p in mix:
         acc += p
@@ -357,9 +369,9 @@ def encode_item(tok: Tokenizer, item: dict) -> tuple[list[int], list[int]]:
     return p + t, [-100] * len(p) + t
 
 
-def make_batch(tok, rng: random.Random, batch: int, pad_id: int, step: int, steps: int, mix=TRAIN_MIX,
+def make_batch(tok, rng: random.Random, batch: int, pad_id: int, step: int, steps: int,
                easy_share: float = EASY_SHARE):
-    items = [draw_item(rng, step, steps, mix, easy_share) for _ in range(batch)]
+    items = [draw_item(rng, step, steps, easy_share) for _ in range(batch)]
     seqs = [encode_item(tok, it) for it in items]
     n = max(len(s) for s, _ in seqs)
     ids = torch.full((batch, n), pad_id, dtype=torch.long)
@@ -421,7 +433,7 @@ def answer_hits(logits: torch.Tensor, labels: torch.Tensor, answer_id: int) -> f
     return ok / max(1, n)
 
 
-def train(model, tok, steps: int, batch: int, seed: int, lr: float, log, snapshot=None, mix=TRAIN_MIX,
+def train(model, tok, steps: int, batch: int, seed: int, lr: float, log, snapshot=None,
           vision_lr_scale: float = 1.0, answer_weight: float = 8.0, word_weight: float = 4.0,
           easy_share: float = EASY_SHARE) -> None:
     rng = random.Random(seed)
@@ -434,7 +446,7 @@ def train(model, tok, steps: int, batch: int, seed: int, lr: float, log, snapsho
     t0, ema, hits = time.time(), None, None
     answer_id, grounded = tok.token_to_id("<answer>"), grounded_word_ids(tok)
     for step in range(steps):
-        b = make_batch(tok, rng, batch, pad, step, steps, mix, easy_share)
+        b = make_batch(tok, rng, batch, pad, step, steps, easy_share)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr) * g["scale"]
         labels = b.pop("labels")
@@ -581,7 +593,7 @@ def main() -> None:
         model.eval()
         write_checkpoint(model, tok, args.out.with_name(args.out.name + "-partial"), {"label": MODEL_LABEL, "partial_steps": step})
 
-    train(model, tok, args.steps, args.batch, args.seed, args.lr, log, snapshot, TRAIN_MIX, args.vision_lr_scale,
+    train(model, tok, args.steps, args.batch, args.seed, args.lr, log, snapshot, args.vision_lr_scale,
           args.answer_weight, args.word_weight, args.easy_share)
     minutes = (time.time() - t0) / 60
     log(f"trained {args.steps} steps in {minutes:.1f} min; quick check on held-out scenes:")
