@@ -29,7 +29,7 @@ mkdir -p "$out"
 # "How many circles are there?" with the most objects and at least two circles (reasoning over the
 # objects the chain lists). --image replaces both images.
 look_image=(--image assets/bench/per_images/p006.png)
-count_image=(--image assets/bench/reason_images/r045.png)
+count_image=(--image assets/bench/reason_images/r012.png)
 if [ ${#image_flags[@]} -gt 0 ]; then look_image=("${image_flags[@]}"); count_image=("${image_flags[@]}"); fi
 look_prompt="What color is the circle?"
 count_prompt="How many circles are there?"
