@@ -26,7 +26,7 @@ out=${OUT:-runs/demo}
 mkdir -p "$out"
 # Two held-out scenes of the demo benchmark (assets/bench) whose questions are the prompts below:
 # the first "What color is the circle?" among three objects of three colours (perception) and the
-# "How many circles are there?" with the most objects and at least two circles (reasoning over the
+# first "How many circles are there?" with the most objects (four) and two circles (reasoning over the
 # objects the chain lists). --image replaces both images.
 look_image=(--image assets/bench/per_images/p006.png)
 count_image=(--image assets/bench/reason_images/r012.png)
