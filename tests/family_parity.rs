@@ -219,7 +219,10 @@ fn router_probabilities_are_a_capture_site_equal_to_hugging_face() {
     for (l, probs) in &routers.0 {
         let d = max_abs_diff(&probs.squeeze_dim(0), r.t(&format!("router_probs.{l}")));
         println!("router probabilities layer {l}: max |diff| {d:.3e}");
-        assert!(d <= 1e-6, "layer {l}: router probabilities differ by {d}");
+        // probabilities, so the attention tolerance: the committed references come from another
+        // CPU, whose kernels round differently (layer 2, after two layers of drift: 2.3e-6 on an
+        // AVX-512/AMX CPU, under 1e-6 on the one that made them)
+        assert!(d <= 1e-5, "layer {l}: router probabilities differ by {d}");
     }
     assert_eq!(
         "blocks.2.mlp.router".parse::<Site>().unwrap(),
